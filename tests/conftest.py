@@ -1,0 +1,107 @@
+"""Shared fixtures. Real data comes from $EDGE_SR_DATA (default: ../shared/data beside the repo);
+tests that need it skip with the reason when it is absent. Hardware markers skip with a reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_root() -> Path | None:
+    env = os.environ.get("EDGE_SR_DATA")
+    cands = [Path(env)] if env else []
+    cands.append(REPO.parent / "shared" / "data")
+    for c in cands:
+        if (c / "val").is_dir():
+            return c
+    return None
+
+
+def _has_tensorrt_gpu() -> str | None:
+    """None when a GPU with TensorRT is usable, else the reason."""
+    if shutil.which("nvidia-smi") is None and not Path("/etc/nv_tegra_release").exists():
+        return "no NVIDIA GPU (nvidia-smi not found)"
+    try:
+        import tensorrt  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        return f"TensorRT not importable ({exc})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {
+        "gpu": _has_tensorrt_gpu(),
+        "jetson": None if Path("/etc/nv_tegra_release").exists() else "not a Jetson (/etc/nv_tegra_release absent)",
+        "pi": None
+        if Path("/proc/device-tree/model").exists() and "Raspberry Pi" in Path("/proc/device-tree/model").read_text(errors="ignore")
+        else "not a Raspberry Pi",
+        "camera": None if any(Path("/dev").glob("video*")) else "no camera (/dev/video* absent)",
+    }
+    for item in items:
+        for mark, reason in reasons.items():
+            if reason and mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = _data_root()
+    if root is None:
+        pytest.skip("data folder absent: set EDGE_SR_DATA to the folder holding train/ and val/")
+    return root
+
+
+@pytest.fixture(scope="session")
+def set5(data_root) -> Path:
+    return data_root / "val" / "set5"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A compact x2 checkpoint with deterministic random weights (no training)."""
+    torch = pytest.importorskip("torch")
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.model import DCSCN
+
+    torch.manual_seed(0)
+    m = DCSCN(preset("compact", 2))
+    with torch.no_grad():  # a visible residual so that tests can tell model from bicubic
+        m.last.weight.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_compact_x2.safetensors"
+    save_checkpoint(path, m.config, {k: v.numpy() for k, v in m.state_dict().items()}, {"note": "random test weights"})
+    return path
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+def textured_bgr(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic colour test image with edges, gradients and noise."""
+    r = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([
+        128 + 100 * np.sin(xx / 7.0) * np.cos(yy / 11.0),
+        128 + 90 * np.sign(np.sin(xx / 13.0 + yy / 17.0)),
+        (xx * 255 / max(1, w - 1)),
+    ], axis=-1)
+    base += r.normal(0, 12, base.shape)
+    return np.clip(base, 0, 255).astype(np.uint8)
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m edge_sr ARGS` in a subprocess, capturing output."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "edge_sr", *args], capture_output=True, text=True, env=e,
+                          timeout=timeout, cwd=str(cwd or REPO))

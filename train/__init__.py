@@ -1,0 +1,1 @@
+"""Training DCSCN: data and degradation, the loop, checkpoints and distributed launch."""
