@@ -1,0 +1,68 @@
+"""Pins the SR protocol: MATLAB bicubic, BT.601 Y, shave, PSNR/SSIM."""
+
+import numpy as np
+import pytest
+
+from edge_sr.color import y_from_rgb
+from edge_sr.imresize import imresize
+from edge_sr.quality import bicubic_method, discover_sets, evaluate, psnr, ssim
+
+
+def test_imresize_keeps_constant_images_and_sizes():
+    img = np.full((10, 14, 3), 77, np.uint8)
+    lr = imresize(img, 0.5)
+    assert lr.shape == (5, 7, 3) and (lr == 77).all()
+    assert imresize(lr, 2.0).shape == (10, 14, 3)
+    assert imresize(np.zeros((9, 9)), output_shape=(4, 5)).shape == (4, 5)
+
+
+def test_imresize_is_antialiased_cubic_on_a_ramp():
+    # float path: downscaling a linear ramp by 2 with antialiasing keeps the interior mean
+    ramp = np.tile(np.arange(32, dtype=np.float64), (4, 1))
+    r = imresize(ramp, 0.5)
+    assert r[0, 4:12] == pytest.approx(np.arange(4, 12) * 2 + 0.5, abs=1e-9)
+
+
+def test_imresize_differs_from_opencv_cubic():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32), dtype=np.uint8)
+    ours = imresize(img, 0.5).astype(int)
+    theirs = cv2.resize(img, (16, 16), interpolation=cv2.INTER_CUBIC).astype(int)
+    assert np.abs(ours - theirs).max() > 5  # antialiasing: not the same degradation
+
+
+def test_psnr_ssim_basics():
+    a = np.random.default_rng(0).uniform(0, 255, (32, 32))
+    assert psnr(a, a) == float("inf")
+    assert ssim(a, a) == pytest.approx(1.0)
+    b = a + 1.0
+    assert psnr(a, b) == pytest.approx(10 * np.log10(255**2), abs=1e-9)
+    n = np.random.default_rng(1).normal(0, 1, a.shape)
+    assert 1.0 > ssim(a, a + 10 * n) > ssim(a, a + 40 * n)
+    with pytest.raises(ValueError):
+        psnr(a, a[:10])
+    # shaving removes the border
+    c = a.copy()
+    c[0, :] += 50
+    assert psnr(a, c, crop_border=2) == float("inf")
+
+
+def test_y_is_bt601_studio_range():
+    assert y_from_rgb(np.zeros((1, 1, 3), np.uint8))[0, 0] == pytest.approx(16.0)
+    assert y_from_rgb(np.full((1, 1, 3), 255, np.uint8))[0, 0] == pytest.approx(235.0)
+    gray = np.full((2, 2), 100, np.uint8)
+    assert (y_from_rgb(gray) == 100).all()  # a gray image is its own Y
+
+
+def test_bicubic_on_set5_x2_is_33_66(set5):
+    res = evaluate({"bicubic": lambda lr: bicubic_method(lr, 2)}, discover_sets(set5), 2, with_ssim=True, progress=False)
+    r = res["bicubic"][0]
+    assert r.psnr == pytest.approx(33.66, abs=0.02)
+    assert r.ssim == pytest.approx(0.9299, abs=0.003)
+
+
+def test_bicubic_on_set14_x2(data_root):
+    res = evaluate({"bicubic": lambda lr: bicubic_method(lr, 2)}, discover_sets(data_root / "val" / "set14"), 2,
+                   with_ssim=False, progress=False)
+    assert res["bicubic"][0].psnr == pytest.approx(30.24, abs=0.02)

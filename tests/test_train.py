@@ -1,0 +1,97 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli, textured_bgr
+
+torch = pytest.importorskip("torch")
+
+from edge_sr.checkpoint import load_checkpoint  # noqa: E402
+from edge_sr.imageio import write_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def hr_folder(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hr")
+    for i in range(6):
+        write_image(d / f"img{i}.png", textured_bgr(64 + 4 * i, 72, seed=i))
+    return d
+
+
+def _args(hr, out, **kw):
+    from train.loop import TrainArgs
+
+    base = dict(data=[str(hr)], out=str(out), val=str(hr), epochs=2, steps_per_epoch=4, batch=4, patch=16,
+                warmup_steps=2, threads=1)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def test_training_learns_and_logs(hr_folder, tmp_path):
+    from train.loop import train
+
+    res = train(_args(hr_folder, tmp_path / "run", epochs=3), progress=False)
+    assert res["step"] == 12 and res["epoch"] == 3
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert all({"loss", "val_psnr", "lr", "wall_s"} <= set(r) for r in lines)
+    cfg, w, info = load_checkpoint(tmp_path / "run" / "best.safetensors")
+    assert cfg.preset == "compact" and info["step"] in (4, 8, 12)
+
+
+def test_resume_is_exact(hr_folder, tmp_path):
+    from train.loop import train
+
+    train(_args(hr_folder, tmp_path / "straight"), progress=False)
+    train(_args(hr_folder, tmp_path / "split"), progress=False, max_steps=3)  # stops mid-epoch
+    train(_args(hr_folder, tmp_path / "split"), resume=True, progress=False)
+    _, a, _ = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    _, b, _ = load_checkpoint(tmp_path / "split" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_cli_train_and_bad_inputs(hr_folder, tmp_path):
+    r = run_cli("train", "--data", str(hr_folder), "--val", str(hr_folder), "--out", str(tmp_path / "c"), "--epochs", "1",
+                "--steps-per-epoch", "2", "--batch", "2", "--patch", "16", "--no-progress", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    assert "best val" in r.stdout
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = run_cli("train", "--data", str(empty), "--out", str(tmp_path / "e"), "--val", str(hr_folder))
+    assert r.returncode != 0 and "no training images" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--data", str(hr_folder), "--out", str(tmp_path / "big"), "--patch", "200", "--val", str(hr_folder))
+    assert r.returncode != 0 and "smaller than one patch" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "n"))
+    assert r.returncode != 0 and "not found" in r.stderr
+    r = run_cli("train", "--data", str(hr_folder), "--out", str(tmp_path / "r"), "--resume", "--val", str(hr_folder))
+    assert r.returncode != 0 and "no state.pt" in r.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(hr_folder, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    r = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "train", "--data", str(hr_folder), "--val", str(hr_folder),
+         "--out", str(out), "--epochs", "1", "--steps-per-epoch", "3", "--batch", "2", "--patch", "16", "--no-progress",
+         "--threads", "1"],
+        capture_output=True, text=True, timeout=240, env=env, cwd=str(REPO),
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    cfg, w, info = load_checkpoint(out / "last.safetensors")
+    assert info["world_size"] == 2 and info["step"] == 3
+    rec = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert rec["patches"] == 3 * 2 * 2  # steps x batch x processes
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert isinstance(state["sampler"], list) and len(state["sampler"]) == 2
+    assert state["sampler"][0] != state["sampler"][1]  # each rank draws its own patches
