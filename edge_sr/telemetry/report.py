@@ -33,6 +33,10 @@ def _r(x: float | None, nd: int = 3):
     return None if x is None else round(float(x), nd)
 
 
+def _sig(x: float | None, digits: int = 4):
+    return None if x is None else float(f"{float(x):.{digits}g}")
+
+
 class MetricsFile:
     """Appends each record to a .csv or .jsonl file as it comes (a live log: readable while the
     stream runs and kept if the process dies)."""
@@ -132,7 +136,7 @@ class Telemetry:
         rec["rss_mb"] = _r(rss_mb(root=self.root), 1)
         power = self._power(now)
         rec["power_w"] = _r(power, 3)
-        rec["energy_per_frame_j"] = _r(power / output_fps, 4) if power is not None and output_fps > 0 else None
+        rec["energy_per_frame_j"] = _sig(power / output_fps) if power is not None and output_fps > 0 else None
         rec["power_meter"] = self.meter.name
         if self.extra is not None:
             rec.update(self.extra())
@@ -199,7 +203,7 @@ class Telemetry:
             "e2e_ms_mean": _r(self.stages["e2e"].mean_latency_ms_total(), 2),
             "dropped_capture": self.stages["capture"].dropped_total, "dropped_output": out_st.dropped_total,
             "power_meter": self.meter.name, "power_w_mean": _r(power_mean, 3), "energy_j": _r(self.energy_j, 2)
-            if self._power_n > 1 else None, "energy_per_frame_j": _r(energy_per_frame, 4),
+            if self._power_n > 1 else None, "energy_per_frame_j": _sig(energy_per_frame),
         }
         if self.meter.estimate:
             rec["power_estimate"] = True
