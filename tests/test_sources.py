@@ -161,7 +161,7 @@ def test_camera_drop_is_reopened_with_backoff(caplog):
     src.open()
     got = []
     with caplog.at_level(logging.WARNING, logger="edge_sr.sources"):
-        for _ in range(20):
+        for _ in range(12):  # 2 frames, 3 failed reads, 2 failed reopens, reopen + 5 frames
             got.append(src.read(timeout_s=0.01))
     assert sum(f is not None for f in got) == 7  # 2 before the drop, 5 after
     assert src.reconnects == 1 and opened[0].released
