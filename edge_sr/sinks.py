@@ -88,8 +88,14 @@ class VideoFileSink(Sink):
         self._size: tuple[int, int] | None = None
         self._writer = None
         self._stack = contextlib.ExitStack()
+        parent = self.path.parent if str(self.path.parent) else Path(".")
+        if parent.exists() and not parent.is_dir():
+            raise EdgeSRError(f"cannot write {self.path}: {parent} is not a folder")
         # the temporary keeps the extension: VideoWriter picks the container from it
-        self.tmp = self._stack.enter_context(atomic_path(self.path, suffix=".part" + ext))
+        try:
+            self.tmp = self._stack.enter_context(atomic_path(self.path, suffix=".part" + ext))
+        except OSError as exc:
+            raise EdgeSRError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def _open_writer(self, frame: np.ndarray) -> None:
         cv2 = _cv2()
