@@ -9,8 +9,10 @@ access (no PrivateDevices: it would hide /dev/video*, /dev/nvhost-* and the Pi c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import grp
+import io
 import os
 import pwd
 import re
@@ -86,10 +88,13 @@ def stream_args_check(stream_args: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="edge-sr", add_help=False)
     sub = parser.add_subparsers(dest="command")
     stream_cmd.add_parser(sub)
+    err = io.StringIO()
     try:
-        args = parser.parse_args(["stream", *stream_args])
+        with contextlib.redirect_stderr(err):
+            args = parser.parse_args(["stream", *stream_args])
     except SystemExit:
-        raise EdgeSRError(f"bad stream arguments: {' '.join(stream_args)} (see edge-sr stream --help)") from None
+        why = (err.getvalue().strip().splitlines() or [""])[-1].split("error: ", 1)[-1]
+        raise EdgeSRError(f"bad stream arguments ({why}): {' '.join(stream_args)} (see edge-sr stream --help)") from None
     if args.config:
         stream_cmd.apply_config(args, stream_cmd.load_config(args.config))
     return args
