@@ -110,5 +110,5 @@ if [ "$platform" = pi ]; then
   "$py" -c 'import picamera2' 2>/dev/null && say "picamera2: found" \
     || say "picamera2 not found: for a Raspberry Pi camera run 'sudo apt install python3-picamera2' (USB cameras work without it)"
 fi
-"$py" -c 'import torch' 2>/dev/null && tv=$("$py" -c 'import torch; print(torch.__version__)') && say "torch $tv (training/export)"
+tv=$("$py" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null) && say "torch $tv (training/export)"
 say "done: $prefix/bin/edge-sr --help   (or: source $prefix/bin/activate)"
