@@ -6,12 +6,13 @@
 #   ./install.sh --bench         + plotting for edge-sr bench (matplotlib)
 #   ./install.sh --prefix DIR    virtual environment in DIR (default: .venv in the repo)
 #   ./install.sh --platform P    force x86_64 | jetson | pi | aarch64 (default: detected)
+#   ./install.sh --print-platform  print the detected platform and exit
 # Idempotent: a second run with the same options and an unchanged pyproject.toml does nothing.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prefix="$here/.venv"
-want_train=0 want_test=0 want_bench=0 platform="" force=0
+want_train=0 want_test=0 want_bench=0 platform="" force=0 print_platform=0
 python=${PYTHON:-python3}
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
@@ -28,7 +29,8 @@ while [ $# -gt 0 ]; do
     --platform) [ $# -ge 2 ] || die "--platform needs a value"; platform=$2; shift ;;
     --platform=*) platform=${1#--platform=} ;;
     --force) force=1 ;;
-    -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --print-platform) print_platform=1 ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -47,6 +49,7 @@ if [ -z "$platform" ]; then
   fi
 fi
 case "$platform" in x86_64|jetson|pi|aarch64) ;; *) die "unknown --platform $platform";; esac
+if [ $print_platform = 1 ]; then echo "$platform"; exit 0; fi
 say "platform: $platform"
 
 command -v "$python" >/dev/null || die "$python not found: install Python 3.8+ (apt install python3 python3-venv)"
