@@ -1,4 +1,8 @@
-"""The streaming loop: capture -> upscale -> output, each in its own thread.
+"""The streaming loop: capture -> model -> colour + output, each in its own thread.
+
+The model thread does the luma and the network (the part that needs the accelerator or the
+cores); the output thread merges the residual into the bicubic colour frame and writes the
+outputs, so that colour work of frame n overlaps the network on frame n+1.
 
 Between the stages sit queues of one (``LatestSlot``). With a live source (camera, network, paced
 demo) a newer frame replaces one not yet taken and the replaced frame is counted as dropped, so
@@ -82,15 +86,33 @@ class _TimedModel:
 
 
 def upscale_timed(upscaler: Upscaler, frame_bgr_u8: np.ndarray, tile: int | None = None) -> tuple[np.ndarray, float | None]:
-    """(upscaled frame, model-only ms). A backend that overrides ``upscale`` (doing the whole frame
-    itself) is called as is and its model-only time is not known (None)."""
+    """(upscaled frame, model-only ms) in one call (for benchmarks and tests; the stream splits
+    the same work over two threads with ``model_stage`` and ``colour_stage``)."""
+    res, model_ms = model_stage(upscaler, frame_bgr_u8, tile)
+    return colour_stage(upscaler, frame_bgr_u8, res), model_ms
+
+
+def model_stage(upscaler: Upscaler, frame_bgr_u8: np.ndarray, tile: int | None = None):
+    """Luma -> model (tiled when large): (HR luma residual, model-only ms). A backend that overrides
+    ``upscale`` (doing the whole frame itself) is run whole here: (HR frame, None)."""
     if type(upscaler).upscale is not Upscaler.upscale:
         return upscaler.upscale(frame_bgr_u8), None
-    from .pipeline import upscale_frame
+    from .color import y_from_bgr_u8
+    from .pipeline import residual_tiled
 
     timed = _TimedModel(upscaler)
-    out = upscale_frame(timed, frame_bgr_u8, tile=tile)
-    return out, timed.ms
+    y = y_from_bgr_u8(frame_bgr_u8) * np.float32(1 / 255.0)
+    return residual_tiled(timed, y, tile), timed.ms
+
+
+def colour_stage(upscaler: Upscaler, frame_bgr_u8: np.ndarray, result: np.ndarray) -> np.ndarray:
+    """The model stage's result -> the HR colour frame (bicubic colour + residual luma; see
+    ``edge_sr.color.merge_residual``). Whole-frame backends already returned the frame."""
+    if type(upscaler).upscale is not Upscaler.upscale:
+        return result
+    from .color import merge_residual
+
+    return merge_residual(frame_bgr_u8, result, upscaler.scale)
 
 
 class Stream:
@@ -165,12 +187,13 @@ class Stream:
                 self._slot_out.put(_EOS, wait=True, stop=self.stop_event)
                 return
             t_cap, frame = item
+            upscaler = self.upscaler  # read per frame: a controller may swap it between frames
             t0 = time.perf_counter()
-            sr, model_ms = upscale_timed(self.upscaler, frame, self.tile)
+            result, model_ms = model_stage(upscaler, frame, self.tile)
             st_up.record((time.perf_counter() - t0) * 1e3)
             if model_ms is not None:
                 st_model.record(model_ms)
-            if self._slot_out.put((t_cap, frame, sr), wait=not live, stop=self.stop_event):
+            if self._slot_out.put((t_cap, frame, upscaler, result), wait=not live, stop=self.stop_event):
                 st_out.drop()
 
     def _output(self) -> None:
@@ -183,8 +206,9 @@ class Stream:
                 self._finished.set()
                 self.stop("end of source")
                 return
-            t_cap, frame, sr = item
+            t_cap, frame, upscaler, result = item
             t0 = time.perf_counter()
+            sr = colour_stage(upscaler, frame, result)  # overlaps the model's next frame
             out = side_by_side(frame, sr) if self.side_by_side else sr
             for sink in self.sinks:
                 sink.write(out)
