@@ -128,6 +128,9 @@ class VideoFileSink(Sink):
             self.abort()
             log.warning("%s: no frame was written; no file left", self.path)
             return
+        umask = os.umask(0o022)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # a normal file for its readers, not mkstemp's 0600
         self._stack.close()
         log.info("wrote %s (%d frames at %g FPS)", self.path, self.frames, self.fps)
 
