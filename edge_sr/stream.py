@@ -50,6 +50,8 @@ class LatestSlot:
             if wait:
                 while self._item is not _EMPTY and not (stop is not None and stop.is_set()):
                     self._cond.wait(0.1)
+                if self._item is not _EMPTY:  # stopped while waiting: the stream is ending, not dropping
+                    return False
             dropped = self._item is not _EMPTY and self._item is not _EOS
             if self._item is _EOS:  # never replace the end marker
                 return False
