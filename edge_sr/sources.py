@@ -45,10 +45,29 @@ class EndOfStream(Exception):
     """A finite source (file, folder) has no more frames. Not an error."""
 
 
+_native_logs_set = False
+
+
 def _cv2():
     from .lazy import require
 
-    return require("cv2", "video capture")
+    cv2 = require("cv2", "video capture")
+    global _native_logs_set
+    if not _native_logs_set:
+        _native_logs_set = True
+        quiet_native_logs(cv2)
+    return cv2
+
+
+def quiet_native_logs(cv2) -> None:
+    """OpenCV's warnings and FFmpeg's messages ("moov atom not found", "Connection refused") would
+    surround our one-line errors; keep them for -v (debug logging) only. Set before FFmpeg's first use."""
+    if logging.getLogger("edge_sr").isEnabledFor(logging.DEBUG):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    utils_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if utils_logging is not None and hasattr(utils_logging, "setLogLevel"):
+        utils_logging.setLogLevel(utils_logging.LOG_LEVEL_ERROR)
 
 
 def redact_url(url: str) -> str:

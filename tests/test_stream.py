@@ -203,7 +203,12 @@ def test_cli_bad_inputs_one_line_each(tmp_path, tiny_checkpoint):
     busy.listen(1)
     port = busy.getsockname()[1]
     ck = str(tiny_checkpoint)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 20)
     cases = [
+        (["--source", str(junk), "--model", ck, "--no-output"], "cannot read video file"),
+        (["--source", "http://127.0.0.1:9/x.mjpg", "--open-timeout", "2", "--model", ck, "--no-output"],
+         "could not open stream"),
         (["--source", str(tmp_path / "none.mp4"), "--model", ck, "--no-output"], "not found"),
         (["--camera", "93", "--model", ck, "--no-output"], "/dev/video93"),
         (["--source", "demo", "--model", ck, "--scale", "3", "--no-output"], "x2, not x3"),
@@ -220,7 +225,7 @@ def test_cli_bad_inputs_one_line_each(tmp_path, tiny_checkpoint):
             assert len(lines) == 1 and expect in lines[0], (args, r.stderr)
     finally:
         busy.close()
-    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    assert [p.name for p in tmp_path.iterdir()] == ["junk.mp4"]  # nothing half-written
 
 
 def test_cli_toml_config(tmp_path, tiny_checkpoint):
