@@ -230,3 +230,27 @@ def test_binds_to_loopback_by_default():
         assert s.host == "127.0.0.1"
     finally:
         s.close()
+
+
+@pytest.mark.slow
+def test_page_shows_the_stream_in_headless_chromium(server, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless browser (Debian package chromium)")
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[:, :, 1] = 255  # pure green: easy to find in the screenshot
+    stop = threading.Event()
+    _publisher(server, stop, frame)
+    shot = tmp_path / "page.png"
+    try:
+        r = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                            "--disable-component-update", "--disable-sync", "--no-first-run",
+                            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=800,600",
+                            f"--screenshot={shot}", "--virtual-time-budget=3000", server.url],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        stop.set()
+    assert shot.exists(), r.stderr[-2000:]
+    img = cv2.imread(str(shot))
+    green = (img[..., 1] > 200) & (img[..., 0] < 60) & (img[..., 2] < 60)
+    assert green.sum() > 0.5 * 320 * 240  # the <img> shows the stream's frame
