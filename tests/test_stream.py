@@ -22,7 +22,7 @@ from edge_sr.errors import EdgeSRError
 from edge_sr.scene import render_scene
 from edge_sr.sinks import Sink, VideoFileSink
 from edge_sr.sources import DemoSource, VideoFileSource
-from edge_sr.stream import LatestSlot, Stream, upscale_timed
+from edge_sr.stream import _EMPTY, LatestSlot, Stream, upscale_timed
 from edge_sr.telemetry.report import Telemetry
 
 
@@ -67,7 +67,7 @@ def test_latest_slot_replaces_and_counts_or_waits():
     assert slot.put(1) is False
     assert slot.put(2) is True  # 1 was never taken: dropped
     assert slot.get(0.01) == 2
-    assert slot.get(0.01) is not 2  # empty now
+    assert slot.get(0.01) is _EMPTY  # empty now
     slot.put(3)
     got = []
     th = threading.Thread(target=lambda: got.append(slot.put(4, wait=True)))
