@@ -222,11 +222,12 @@ pi_edge() { pi_run bash -c 'cd ~/out && exec ~/edge-sr/.venv/bin/edge-sr "$@"' e
 x86_edge() { (cd "$x86" && "$repo/.venv/bin/edge-sr" "$@"); }
 
 do_infer() {  # precision model
-  local name=infer_$1.npy
-  pi_run bash -c 'cd ~/out && exec ~/edge-sr/.venv/bin/python ~/check/infer_npy.py "$@"' x \
-    "$(pi_model "$2")" /home/pi/check/tiny.png "$name" || return 1
+  local name=infer_$1.npy said
+  said=$(pi_run bash -c 'cd ~/out && exec ~/edge-sr/.venv/bin/python ~/check/infer_npy.py "$@"' x \
+    "$(pi_model "$2")" /home/pi/check/tiny.png "$name") || { echo "$said"; return 1; }
+  echo "$said"
   (cd "$x86" && "$x86_py" "$pidir/infer_npy.py" "$2" "$home/check/tiny.png" "$name") || return 1
-  result "$name $("$x86_py" -c 'import numpy as np, sys; print(np.load(sys.argv[1]).shape)' "$piout/$name"), no torch imported"
+  result "${said#*: }, no torch imported"
 }
 
 do_upscale() {  # precision model
