@@ -73,6 +73,9 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
         raise EdgeSRError(f"output folder is not writable: {parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or (dest.suffix + ".tmp"), dir=parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should have normal file permissions
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
