@@ -161,9 +161,11 @@ copy_repo() {
     | tar --null -T - -cf -) | tar -xf - -C "$home/edge-sr" || return 1
   rm -rf "$home/edge-sr/.venv"
   # the models: at their shipped paths when they are the shipped ones, else beside the check inputs
+  local untracked=""
   for m in "$fp32" "$int8"; do
     case "$m" in
-      "$repo"/*) mkdir -p "$home/edge-sr/$(dirname "${m#$repo/}")"; cp "$m" "$home/edge-sr/${m#$repo/}" ;;
+      "$repo"/*) mkdir -p "$home/edge-sr/$(dirname "${m#$repo/}")"; cp "$m" "$home/edge-sr/${m#$repo/}"
+        (cd "$repo" && git ls-files --error-unmatch "${m#$repo/}" >/dev/null 2>&1) || untracked="$untracked ${m#$repo/}" ;;
       *) cp "$m" "$home/check/" ;;
     esac
   done
@@ -182,7 +184,7 @@ print("inputs:", out / "tiny.png", [p.name for p in imgs[:2]])
 EOF
   cp "$pidir/infer_npy.py" "$home/check/"
   chown -R 1000:1000 "$home"
-  result "$(cd "$home/edge-sr" && find . -type f | wc -l) files -> /home/pi/edge-sr"
+  result "$(cd "$home/edge-sr" && find . -type f | wc -l) files -> /home/pi/edge-sr${untracked:+ (warning: not in git, a clone lacks:$untracked)}"
 }
 
 # paths of the models inside the chroot
