@@ -97,7 +97,11 @@ else
   [ -n "$extras" ] && spec="$here[$extras]"
   say "installing edge-sr [$extras]"
   # torch is pinned to 2.13.0 in the train extra (the CPU wheel on x86-64); nothing else may pull another
-  "${pip[@]}" install --quiet -e "$spec" || die "pip install failed (see the messages above)"
+  log="$prefix/install.log"
+  if ! "${pip[@]}" install -e "$spec" > "$log" 2>&1; then
+    tail -n 25 "$log" >&2
+    die "pip install failed (last lines above; whole log: $log)"
+  fi
   echo "$sig" > "$stamp"
 fi
 
