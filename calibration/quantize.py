@@ -1,0 +1,214 @@
+"""INT8 by ONNX Runtime static quantization to Q/DQ.
+
+Default (``activations="int8"``): symmetric signed INT8 everywhere (zero point 0), per-channel
+weights; TensorRT accepts exactly that, so one file serves TensorRT INT8 on a Jetson and ONNX
+Runtime INT8 on a Raspberry Pi. ``activations="uint8"`` gives asymmetric uint8 activations (a CPU-only
+variant: faster with x86 ONNX Runtime's kernels, NOT loadable as a TensorRT INT8 network).
+
+The float32 file must come from ``edge-sr export``; its metadata is carried over, with the
+quantization settings added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_sr.errors import EdgeSRError
+from edge_sr.lazy import require
+
+from .data import LumaDataReader
+
+log = logging.getLogger(__name__)
+
+METHODS = ("minmax", "entropy", "percentile")
+# measured on compact x2 (docs/deploy.md): the first conv sees the raw [0, 1] input, which symmetric
+# int8 would cut to 7 bits; keeping it float costs ~1% of the MACs and saves most of the loss
+DEFAULT_KEEP_FLOAT = ("first_conv",)
+DEFAULT_METHOD = "percentile"
+META_PREFIX = "edge_sr."
+
+
+@dataclass
+class QuantizeResult:
+    path: Path
+    method: str
+    activations: str
+    excluded: list = field(default_factory=list)
+    quantized_nodes: int = 0
+    float_nodes: int = 0
+    samples: int = 0
+
+
+def _load_fp32(onnx_mod, path: Path):
+    if not path.is_file():
+        raise EdgeSRError(f"ONNX model not found: {path}")
+    try:
+        mp = onnx_mod.load(str(path))
+        onnx_mod.checker.check_model(mp)
+    except Exception as exc:
+        raise EdgeSRError(f"not a valid ONNX model (corrupt, truncated or not ONNX): {path} "
+                          f"({str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__})") from None
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in mp.graph.node):
+        raise EdgeSRError(f"{path.name} is already quantized (has Q/DQ nodes): calibrate the float32 export")
+    ins, outs = mp.graph.input, mp.graph.output
+    init = {i.name for i in mp.graph.initializer}
+    ins = [i for i in ins if i.name not in init]
+    if len(ins) != 1 or len(outs) != 1 or len(ins[0].type.tensor_type.shape.dim) != 4 \
+            or ins[0].type.tensor_type.elem_type != onnx_mod.TensorProto.FLOAT:
+        raise EdgeSRError(f"{path.name} is not an edge-sr model: expected one float32 input [1,1,H,W] and one output")
+    return mp
+
+
+def node_groups(mp) -> dict[str, list[str]]:
+    """Named groups of nodes whose quantization can be switched off, for the sensitivity study."""
+    convs = [n.name for n in mp.graph.node if n.op_type == "Conv"]
+    groups = {
+        "first_conv": convs[:1],
+        "last_conv": convs[-1:],
+        "resize": [n.name for n in mp.graph.node if n.op_type == "Resize"],
+        "prelu": [n.name for n in mp.graph.node if n.op_type == "PRelu"],
+        "concat": [n.name for n in mp.graph.node if n.op_type == "Concat"],
+        "depth_to_space": [n.name for n in mp.graph.node if n.op_type == "DepthToSpace"],
+    }
+    return {k: v for k, v in groups.items() if v}
+
+
+def resolve_exclusions(mp, keep_float: list[str] | None) -> list[str]:
+    """Group names (first_conv, last_conv, prelu...) or node names -> node names kept float."""
+    if not keep_float:
+        return []
+    groups = node_groups(mp)
+    names = {n.name for n in mp.graph.node}
+    out: list[str] = []
+    for item in keep_float:
+        if item in groups:
+            out += groups[item]
+        elif item in names:
+            out.append(item)
+        elif item in ("resize", "depth_to_space", "concat", "prelu"):
+            continue  # the group is absent from this variant (e.g. no Resize in a residual export)
+        else:
+            raise EdgeSRError(f"--keep-float {item!r}: not a node group ({', '.join(groups)}) nor a node name")
+    return sorted(set(out), key=out.index)
+
+
+def quantize_int8(
+    fp32_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    samples: np.ndarray,
+    *,
+    method: str = "minmax",
+    activations: str = "int8",
+    keep_float: list[str] | None = None,
+    per_channel: bool = True,
+    percentile: float = 99.999,
+) -> QuantizeResult:
+    """Quantize ``fp32_path`` with calibration ``samples`` ([N,1,h,w] float32) into ``out_path``."""
+    onnx = require("onnx", "INT8 calibration")
+    q = require("onnxruntime.quantization", "INT8 calibration")
+    from edge_sr.imageio import atomic_path
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    if method not in METHODS:
+        raise EdgeSRError(f"unknown calibration method {method!r}: choose {', '.join(METHODS)}")
+    if activations not in ("int8", "uint8"):
+        raise EdgeSRError(f"activations must be int8 (TensorRT-compatible) or uint8 (CPU only), not {activations!r}")
+    if out_path.resolve() == fp32_path.resolve():
+        raise EdgeSRError("the INT8 output must not overwrite the float32 model")
+    mp = _load_fp32(onnx, fp32_path)
+    excluded = resolve_exclusions(mp, keep_float)
+    src_meta = {p.key: p.value for p in mp.metadata_props}
+
+    calib_method = {"minmax": q.CalibrationMethod.MinMax, "entropy": q.CalibrationMethod.Entropy,
+                    "percentile": q.CalibrationMethod.Percentile}[method]
+    symmetric = activations == "int8"
+    extra = {
+        "ActivationSymmetric": symmetric,
+        "WeightSymmetric": True,
+        # bounded memory: intermediate outputs are reduced every this many samples
+        "CalibMaxIntermediateOutputs": 16,
+    }
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    if symmetric:
+        extra["CalibTensorRangeSymmetric"] = True
+        # TensorRT's parser takes int8 Q/DQ only: biases stay float (TensorRT fuses them itself)
+        extra["QuantizeBias"] = False
+    reader = LumaDataReader(mp.graph.input[0].name, samples)
+
+    with tempfile.TemporaryDirectory(prefix="edge-sr-calib-") as tmpdir:
+        pre = Path(tmpdir) / "pre.onnx"
+        try:
+            # symbolic shape inference fails on dynamic H/W; ONNX shape inference + optimisation do the job
+            q.quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        except Exception as exc:
+            raise EdgeSRError(f"quantization pre-processing failed on {fp32_path.name}: {str(exc).splitlines()[0][:200]}") from None
+        with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter:
+            try:
+                q.quantize_static(
+                    str(pre), str(tmp), reader,
+                    quant_format=q.QuantFormat.QDQ,
+                    activation_type=q.QuantType.QInt8 if symmetric else q.QuantType.QUInt8,
+                    weight_type=q.QuantType.QInt8,
+                    per_channel=per_channel,
+                    calibrate_method=calib_method,
+                    nodes_to_exclude=excluded or None,
+                    extra_options=extra,
+                    calibration_providers=["CPUExecutionProvider"],
+                )
+            except Exception as exc:
+                msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+                raise EdgeSRError(f"ONNX Runtime quantization failed on {fp32_path.name}: {msg}") from None
+            log.debug("quantize_static: %s", chatter.getvalue().strip())
+            qm = onnx.load(str(tmp))
+            if symmetric:
+                _check_symmetric_int8(qm, onnx)
+            n_q = sum(1 for n in qm.graph.node if n.op_type == "QuantizeLinear")
+            if n_q == 0:
+                raise EdgeSRError("quantization produced no QuantizeLinear node: nothing was quantized")
+            float_nodes = sum(1 for n in qm.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+            meta = dict(src_meta)
+            meta.update({
+                META_PREFIX + "precision": "int8",
+                META_PREFIX + "int8": json.dumps({
+                    "format": "QDQ", "activations": activations, "weights": "int8",
+                    "symmetric_activations": symmetric, "per_channel": per_channel, "method": method,
+                    "percentile": percentile if method == "percentile" else None,
+                    "samples": int(len(samples)), "sample_shape": list(samples.shape[-2:]),
+                    "kept_float": excluded, "tensorrt_compatible": symmetric,
+                }, sort_keys=True),
+                META_PREFIX + "source_onnx": fp32_path.name,
+            })
+            from edge_sr.checkpoint import file_sha256
+
+            meta[META_PREFIX + "source_onnx_sha256"] = file_sha256(fp32_path)
+            del qm.metadata_props[:]
+            for k, v in meta.items():
+                qm.metadata_props.add(key=k, value=v)
+            onnx.save(qm, str(tmp))
+    return QuantizeResult(out_path, method, activations, excluded, n_q, float_nodes, len(samples))
+
+
+def _check_symmetric_int8(mp, onnx) -> None:
+    """Every Q/DQ zero point must be int8 0: what TensorRT accepts."""
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in mp.graph.initializer}
+    for n in mp.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
+            zp = inits.get(n.input[2])
+            if zp is None:
+                continue
+            arr = numpy_helper.to_array(zp)
+            if arr.dtype != np.int8 or np.any(arr != 0):
+                raise EdgeSRError(f"quantized model is not symmetric signed INT8 at {n.name} "
+                                  f"(zero point {arr.dtype} {arr.ravel()[:3]}): not TensorRT-compatible")

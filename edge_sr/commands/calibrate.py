@@ -1,0 +1,100 @@
+"""edge-sr calibrate: float32 ONNX -> INT8 Q/DQ ONNX, with a quality and speed report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _default_val() -> str | None:
+    env = os.environ.get("EDGE_SR_DATA")
+    cands = [Path(env) / "val" / "set5"] if env else []
+    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data" / "val" / "set5")
+    return next((str(c) for c in cands if c.is_dir()), None)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="quantize an ONNX model to INT8 (Q/DQ) and report its quality and speed",
+        description="Static INT8 quantization with ONNX Runtime to Q/DQ, symmetric signed INT8 (zero point 0: the "
+        "same file builds a TensorRT INT8 engine). Calibration images go through the runtime's pre-processing "
+        "(BT.601 luma / 255) as fixed-size crops. Prints protocol PSNR on --val and latency, INT8 beside FP32. "
+        "With --bench-only INT8.onnx, only the latency comparison runs (no quantization).",
+    )
+    p.add_argument("--onnx", required=True, help="float32 ONNX from edge-sr export")
+    p.add_argument("--images", help="calibration image folder (e.g. the training images)")
+    p.add_argument("-o", "--output", help="output INT8 ONNX (e.g. model.int8.onnx)")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
+                   help="range calibration (default percentile 99.999: measured best on Set5)")
+    p.add_argument("--percentile", type=float, default=99.999)
+    p.add_argument("--activations", choices=("int8", "uint8"), default="int8",
+                   help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
+                   "Runtime, NOT usable by TensorRT")
+    p.add_argument("--keep-float", default="first_conv",
+                   help="comma-separated node groups (first_conv, last_conv, prelu, concat, resize) or node names "
+                   "left in float32; 'none' quantizes all (default first_conv)")
+    p.add_argument("--crop", default="96x96", help="calibration crop WIDTHxHEIGHT in LR pixels (default 96x96)")
+    p.add_argument("--crops-per-image", type=int, default=4)
+    p.add_argument("--batch", type=int, default=8, help="calibration batch: the least number of usable images (default 8)")
+    p.add_argument("--max-images", type=int, default=100, help="use at most this many images (default 100)")
+    p.add_argument("--val", default=_default_val(), help="folder of images for the PSNR report (default: val/set5); 'none' skips it")
+    p.add_argument("--bench", default="320x240",
+                   help="comma-separated LR frame sizes WIDTHxHEIGHT for the latency report; 'none' skips it")
+    p.add_argument("--runs", type=int, default=15, help="timed runs per model and size (median reported)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--bench-only", metavar="INT8_ONNX", help="compare the latency of this INT8 model with --onnx; no quantization")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from calibration.data import load_calibration_set
+    from calibration.report import compare_latency, parse_shape, protocol_psnr
+
+    from ..errors import EdgeSRError
+
+    fp32 = Path(args.onnx)
+    if not fp32.is_file():
+        raise EdgeSRError(f"ONNX model not found: {fp32}")
+    shapes = [] if args.bench.lower() == "none" else [parse_shape(s) for s in args.bench.split(",") if s.strip()]
+    if args.bench_only:
+        int8 = Path(args.bench_only)
+        if not int8.is_file():
+            raise EdgeSRError(f"INT8 model not found: {int8}")
+        _print_latency(compare_latency({"fp32": fp32, "int8": int8}, shapes or [(240, 320)], runs=args.runs,
+                                       threads=args.threads), fp32, int8)
+        return 0
+    if not args.images or not args.output:
+        raise EdgeSRError("give --images DIR and -o OUT.int8.onnx (or --bench-only INT8.onnx)")
+    if args.batch < 1 or args.crops_per_image < 1:
+        raise EdgeSRError("--batch and --crops-per-image must be at least 1")
+    from calibration.quantize import quantize_int8
+
+    ch, cw = parse_shape(args.crop)
+    keep = [] if args.keep_float.lower() == "none" else [k.strip() for k in args.keep_float.split(",") if k.strip()]
+    samples = load_calibration_set(args.images, crop=(ch, cw), crops_per_image=args.crops_per_image,
+                                   min_images=args.batch, max_images=args.max_images)
+    res = quantize_int8(fp32, args.output, samples, method=args.method, activations=args.activations,
+                        keep_float=keep, percentile=args.percentile)
+    trt = "TensorRT-compatible" if args.activations == "int8" else "CPU only, NOT TensorRT-compatible"
+    print(f"wrote {res.path}: Q/DQ {args.activations} activations / int8 per-channel weights ({trt}), "
+          f"{args.method} calibration on {res.samples} crops {cw}x{ch}, {res.quantized_nodes} QuantizeLinear, "
+          f"kept float: {', '.join(res.excluded) or 'none'}")
+    if args.val and args.val.lower() != "none":
+        ps = protocol_psnr({"fp32": fp32, "int8": res.path}, args.val, threads=args.threads)
+        d = ps["int8"] - ps["fp32"]
+        print(f"PSNR on {Path(args.val).name} (protocol): fp32 {ps['fp32']:.3f} dB, int8 {ps['int8']:.3f} dB, "
+              f"delta {d:+.3f} dB ({'within' if d >= -0.15 else 'OUTSIDE'} the 0.15 dB bar)")
+    if shapes:
+        _print_latency(compare_latency({"fp32": fp32, "int8": res.path}, shapes, runs=args.runs,
+                                       threads=args.threads), fp32, res.path)
+    return 0
+
+
+def _print_latency(lat: dict, fp32: Path, int8: Path) -> None:
+    shapes = sorted({s for _, s in lat}, key=lambda s: s[0] * s[1])
+    print(f"latency on this CPU (model only, median of repeated runs): {fp32.name} vs {int8.name}")
+    for s in shapes:
+        f, i = lat[("fp32", s)]["median_ms"], lat[("int8", s)]["median_ms"]
+        verdict = "INT8 faster" if i < f else "INT8 SLOWER here: keep FP32 the default on this CPU"
+        print(f"  {s[1]}x{s[0]} LR: fp32 {f:.1f} ms, int8 {i:.1f} ms, fp32/int8 = {f / i:.2f}x ({verdict})")
