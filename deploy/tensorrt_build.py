@@ -161,10 +161,10 @@ class _Logger:
                 self.errors = []
 
             def log(self, severity, msg):
-                if severity <= trt.Logger.ERROR:
+                if int(severity) <= int(trt.Logger.ERROR):
                     self.errors.append(str(msg))
                     log.error("TensorRT: %s", msg)
-                elif severity <= trt.Logger.WARNING:
+                elif int(severity) <= int(trt.Logger.WARNING):
                     log.warning("TensorRT: %s", msg)
                 else:
                     log.debug("TensorRT: %s", msg)

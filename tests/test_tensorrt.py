@@ -1,0 +1,270 @@
+"""TensorRT: our logic around it with a fake tensorrt (flags per generation, profiles, sidecar,
+refusals, parser errors, buffer wiring), plus `gpu` tests that build real engines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from fake_tensorrt import FakeCuda, make_fake_trt
+
+from edge_sr.errors import DeviceError, EdgeSRError
+
+
+@pytest.fixture(scope="module")
+def onnx_models(tiny_checkpoint, tmp_path_factory):
+    from deploy.export import export_onnx
+
+    d = tmp_path_factory.mktemp("trt_onnx")
+    res = export_onnx(tiny_checkpoint, d / "m_res.onnx", residual=True, verify=False)
+    full = export_onnx(tiny_checkpoint, d / "m_y.onnx", residual=False, verify=False)
+    return res.path, full.path
+
+
+@pytest.fixture
+def qdq_model(onnx_models, tmp_path, textured):
+    from calibration.quantize import quantize_int8
+
+    samples = np.stack([textured[:32, :32], textured[32:64, 32:64]])[:, None]
+    return quantize_int8(onnx_models[0], tmp_path / "m.int8.onnx", samples).path
+
+
+@pytest.fixture
+def textured():
+    from conftest import textured_bgr
+
+    from edge_sr.color import y_from_bgr_u8
+
+    return (y_from_bgr_u8(textured_bgr(64, 80)) / 255.0).astype(np.float32)
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Install a fake tensorrt of a given version and a fake CUDA; returns (trt, cuda)."""
+    import deploy.tensorrt_build as tb
+    import edge_sr.backends.tensorrt as bt
+
+    def install(version="10.3.0", **kw):
+        trt = make_fake_trt(version, **kw)
+        cuda = FakeCuda()
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setattr(bt, "cuda_api", lambda: cuda)
+        monkeypatch.setattr(tb, "cuda_api", lambda: cuda)
+        return trt, cuda
+
+    return install
+
+
+def _build(onnx, out, **kw):
+    from deploy.tensorrt_build import build_engine
+
+    kw.setdefault("shape", (48, 64))
+    return build_engine(onnx, out, **kw)
+
+
+@pytest.mark.parametrize("version,expect", [
+    ("8.2.1", dict(fp16_flag=True, calibrator=True, memory_pool=False, strongly_typed=False)),
+    ("10.3.0", dict(fp16_flag=True, calibrator=True, memory_pool=True, strongly_typed=True)),
+    ("11.0.0", dict(fp16_flag=False, calibrator=False, memory_pool=True, strongly_typed=True)),
+])
+def test_features_per_generation(version, expect):
+    from deploy.tensorrt_build import features
+
+    f = features(make_fake_trt(version))
+    assert {k: f[k] for k in expect} == expect
+
+
+def test_profile_shapes_checked():
+    from deploy.tensorrt_build import parse_hw, profile_shapes
+
+    assert profile_shapes((48, 64)) == ((48, 64), (48, 64), (48, 64))
+    assert profile_shapes((48, 64), (16, 16), (96, 128)) == ((16, 16), (48, 64), (96, 128))
+    with pytest.raises(EdgeSRError, match="min <= shape <= max"):
+        profile_shapes((48, 64), (50, 16), None)
+    assert parse_hw("480x640") == (480, 640)
+    with pytest.raises(EdgeSRError, match="HEIGHTxWIDTH"):
+        parse_hw("480by640")
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+def test_fp16_build_uses_builder_flag_and_writes_sidecar(fake, onnx_models, tmp_path, version):
+    trt, _ = fake(version)
+    out = tmp_path / "m.engine"
+    res = _build(onnx_models[0], out, precision="fp16", min_shape=(16, 16), max_shape=(96, 128), workspace_mib=64)
+    rec = trt.calls[-1]
+    assert "FP16" in rec["flags"]
+    assert rec["network_flags"] & 1  # explicit batch
+    assert rec["profiles"] == [{"y_lr": [[1, 1, 16, 16], [1, 1, 48, 64], [1, 1, 96, 128]]}]
+    assert rec["workspace"] == (["max_workspace_size", 64 << 20] if version.startswith("8.2") else ["pool", 64 << 20])
+    meta = json.loads((tmp_path / "m.engine.json").read_text())
+    assert meta["tensorrt"] == version and meta["gpu"] == "Fake Orin" and meta["compute_capability"] == "8.7"
+    assert meta["precision"] == "fp16" and meta["output"] == "residual" and meta["scale"] == 2
+    assert meta["min_shape"] == [16, 16] and meta["max_shape"] == [96, 128]
+    from edge_sr.checkpoint import file_sha256
+
+    assert meta["source_onnx_sha256"] == file_sha256(onnx_models[0])
+    assert res.timing_cache.is_file()
+
+
+def test_timing_cache_reused(fake, onnx_models, tmp_path):
+    trt, _ = fake("10.3.0")
+    _build(onnx_models[0], tmp_path / "a.engine", precision="fp32", timing_cache=tmp_path / "tc.bin")
+    assert trt.calls[-1]["timing_cache_in"] == 0
+    res = _build(onnx_models[0], tmp_path / "b.engine", precision="fp32", timing_cache=tmp_path / "tc.bin")
+    assert trt.calls[-1]["timing_cache_in"] > 0
+    assert any("reused timing cache" in n for n in res.notes)
+    assert "TF32" not in trt.calls[-1]["flags"] and "FP16" not in trt.calls[-1]["flags"]
+
+
+def test_fp16_on_trt11_builds_a_float16_model_strongly_typed(fake, onnx_models, tmp_path):
+    pytest.importorskip("onnxconverter_common")
+    trt, _ = fake("11.0.0")
+    res = _build(onnx_models[0], tmp_path / "m.engine", precision="fp16")
+    rec = trt.calls[-1]
+    assert rec["flags"] == [] and rec["network_flags"] & 2  # STRONGLY_TYPED, no FP16 flag
+    assert any("float16" in n for n in res.notes)
+
+
+def test_int8_from_qdq_on_every_generation(fake, qdq_model, tmp_path):
+    for version in ("8.2.1", "10.3.0", "11.0.0"):
+        trt, _ = fake(version)
+        res = _build(qdq_model, tmp_path / f"q{version}.engine", precision="int8")
+        rec = trt.calls[-1]
+        assert rec["calibrator"] is None
+        assert ("INT8" in rec["flags"]) == (not version.startswith("11"))
+        assert res.meta["int8"] == "qdq"
+
+
+def test_int8_without_qdq_refused_on_trt11(fake, onnx_models, tmp_path):
+    fake("11.0.0")
+    with pytest.raises(EdgeSRError, match="edge-sr calibrate"):
+        _build(onnx_models[0], tmp_path / "m.engine", precision="int8", calib_images=tmp_path)
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_implicit_int8_calibrator_writes_cache_and_rebuilds_from_it(fake, onnx_models, tmp_path):
+    import cv2
+    from conftest import textured_bgr
+
+    imgs = tmp_path / "calib"
+    imgs.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(imgs / f"{i}.png"), textured_bgr(60, 80, seed=i))
+    trt, _ = fake("10.3.0")
+    cache = tmp_path / "calib.cache"
+    _build(onnx_models[0], tmp_path / "a.engine", precision="int8", shape=(48, 64), calib_images=imgs, calib_cache=cache)
+    rec = trt.calls[-1]
+    assert "INT8" in rec["flags"] and rec["calibrator"] == {"from_cache": False, "batches": 16}
+    assert rec["calibration_profile"] and cache.is_file()
+    _build(onnx_models[0], tmp_path / "b.engine", precision="int8", shape=(48, 64), calib_cache=cache)
+    assert trt.calls[-1]["calibrator"]["from_cache"] is True
+    with pytest.raises(EdgeSRError, match="--calib-images"):
+        _build(onnx_models[0], tmp_path / "c.engine", precision="int8")
+
+
+@pytest.mark.parametrize("precision,kw", [("fp16", dict(fast_fp16=False)), ("int8", dict(fast_int8=False))])
+def test_precision_the_gpu_lacks_is_refused(fake, qdq_model, tmp_path, precision, kw):
+    fake("10.3.0", **kw)
+    with pytest.raises(DeviceError, match="never downgrades"):
+        _build(qdq_model, tmp_path / "m.engine", precision=precision)
+    assert not list(tmp_path.glob("m.engine*"))
+
+
+def test_parser_errors_are_all_listed(fake, onnx_models, tmp_path):
+    fake("8.2.1")  # no cubic Resize before 8.5: the full-contract export fails to parse
+    with pytest.raises(EdgeSRError) as exc:
+        _build(onnx_models[1], tmp_path / "m.engine", precision="fp16")
+    msg = str(exc.value)
+    assert "2 error(s)" in msg and "cubic" in msg and "End node" in msg
+    assert not (tmp_path / "m.engine").exists()
+
+
+def test_metadata_reader_without_onnx_package(onnx_models):
+    from deploy.tensorrt_build import _metadata_props_from_bytes
+
+    import onnx
+
+    props = _metadata_props_from_bytes(onnx_models[0].read_bytes())
+    assert props == {p.key: p.value for p in onnx.load(str(onnx_models[0])).metadata_props}
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])  # binding API and name-based API
+def test_runtime_runs_and_frees(fake, onnx_models, tmp_path, version, textured):
+    from edge_sr.backends import open_upscaler
+
+    _, cuda = fake(version)
+    out = tmp_path / "m.engine"
+    _build(onnx_models[0], out, precision="fp16", min_shape=(16, 16), max_shape=(64, 80))
+    up = open_upscaler(out)
+    assert up.backend == "tensorrt" and up.scale == 2 and up.output_is_residual and up.max_lr_shape == (64, 80)
+    for shape in ((64, 80), (20, 30)):
+        y = textured[: shape[0], : shape[1]]
+        got = up.infer(np.ascontiguousarray(y))
+        np.testing.assert_array_equal(got, np.kron(y, np.ones((2, 2), np.float32)))
+    with pytest.raises(EdgeSRError, match="outside the engine's profile"):
+        up.infer(np.zeros((8, 8), np.float32))
+    n_live = len(cuda.live)
+    up.close()
+    assert n_live == 4 and not cuda.live and cuda.closed
+
+
+def test_runtime_refuses_engine_from_another_device(fake, onnx_models, tmp_path):
+    from edge_sr.backends.tensorrt import TensorRTUpscaler
+
+    fake("10.3.0")
+    out = tmp_path / "m.engine"
+    _build(onnx_models[0], out, precision="fp16")
+    _, cuda = fake("10.0.1")
+    with pytest.raises(DeviceError, match="rebuild it on this device with edge-sr build-engine"):
+        TensorRTUpscaler(out)
+    _, cuda = fake("10.3.0")
+    cuda.gpu = "Fake Xavier"
+    with pytest.raises(DeviceError, match="GPU Fake Orin"):
+        TensorRTUpscaler(out)
+    (tmp_path / "m.engine.json").unlink()
+    with pytest.raises(EdgeSRError, match="no sidecar"):
+        TensorRTUpscaler(out)
+
+
+def test_cli_build_engine_bad_input(tmp_path, onnx_models):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not an onnx model")
+    r = run_cli("build-engine", "--onnx", str(bad), "-o", str(tmp_path / "x.engine"))
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "ONNX" in r.stderr
+    r = run_cli("build-engine", "--onnx", str(onnx_models[0]), "--shape", "64x64", "--max-shape", "32x32",
+                "-o", str(tmp_path / "x.engine"))
+    assert r.returncode == 2 and "min <= shape <= max" in r.stderr
+    assert not list(tmp_path.glob("x.engine*"))
+
+
+# -- on a real GPU -----------------------------------------------------------------------------
+
+def _psnr(a, b):
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_real_engine_matches_onnxruntime(onnx_models, qdq_model, tmp_path, precision, set5):
+    from deploy.tensorrt_build import build_engine
+
+    from edge_sr.backends import open_upscaler
+    from edge_sr.color import y_from_bgr_u8
+    from edge_sr.imageio import read_bgr
+
+    src = qdq_model if precision == "int8" else onnx_models[0]
+    y = (y_from_bgr_u8(read_bgr(sorted(set5.iterdir())[0]))[:96, :128] / 255.0).astype(np.float32)
+    out = tmp_path / f"m_{precision}.engine"
+    build_engine(src, out, precision=precision, shape=(96, 128), min_shape=(32, 32), max_shape=(128, 160))
+    with open_upscaler(out) as trt_up, open_upscaler(src) as ort_up:
+        from edge_sr.color import upscale_bicubic
+
+        bic = upscale_bicubic(y, 2)
+        ref = bic + ort_up.residual(y)
+        got = bic + trt_up.residual(y)
+        p = _psnr(got, ref)
+    assert p > {"fp32": 60, "fp16": 45, "int8": 35}[precision], f"{precision}: {p:.1f} dB vs ONNX Runtime"
