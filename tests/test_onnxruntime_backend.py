@@ -1,0 +1,111 @@
+"""OnnxUpscaler: metadata, both export variants, IOBinding, providers, foreign and bad models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli, textured_bgr
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_checkpoint, tmp_path_factory):
+    pytest.importorskip("torch")
+    from deploy.export import export_onnx
+
+    d = tmp_path_factory.mktemp("ortb")
+    return {k: export_onnx(tiny_checkpoint, d / f"m_{k}.onnx", residual=k == "residual", verify=False).path
+            for k in ("y", "residual")}
+
+
+def test_variants_give_the_same_frame(models, tiny_checkpoint):
+    from edge_sr.backends import open_upscaler
+
+    frame = textured_bgr(30, 41)
+    with open_upscaler(models["residual"]) as r, open_upscaler(models["y"]) as y, open_upscaler(tiny_checkpoint) as t:
+        assert r.output_is_residual and not y.output_is_residual
+        assert r.scale == y.scale == 2 and r.config.preset == "compact" and r.precision == "fp32"
+        ref = t.upscale(frame)
+        for up in (r, y):
+            diff = np.abs(up.upscale(frame).astype(int) - ref.astype(int))
+            assert diff.max() <= 1
+
+
+def test_prepared_frame_shape_matches_plain_run(models):
+    from edge_sr.backends.onnxruntime import OnnxUpscaler
+
+    y = np.random.default_rng(0).random((24, 32), dtype=np.float32)
+    with OnnxUpscaler(models["residual"]) as plain, OnnxUpscaler(models["residual"], frame_shape=(24, 32)) as bound:
+        a = plain.infer(y).copy()
+        b = bound.infer(y)
+        np.testing.assert_allclose(a, b, atol=1e-6)
+        assert bound.infer(y[:10, :12]).shape == (20, 24)  # other shapes still run
+
+
+def test_providers(models):
+    from edge_sr.backends.onnxruntime import OnnxUpscaler, choose_providers
+    from edge_sr.errors import EdgeSRError
+
+    assert choose_providers(None, ["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"
+    assert choose_providers("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    with pytest.raises(EdgeSRError, match="not available"):
+        OnnxUpscaler(models["residual"], providers=["CUDAExecutionProvider"])
+
+
+def _foreign(path, in_shape, out_shape, n_inputs=1, scale=2):
+    from onnx import TensorProto, helper
+
+    ins = [helper.make_tensor_value_info(f"x{i}", TensorProto.FLOAT, in_shape) for i in range(n_inputs)]
+    out = helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)
+    scales = helper.make_tensor("s", TensorProto.FLOAT, [4], [1, 1, scale, scale])
+    node = helper.make_node("Resize", ["x0", "", "s"], ["y"], mode="nearest")
+    g = helper.make_graph([node], "g", ins, [out], initializer=[scales])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_foreign_model_accepted_with_probed_scale(tmp_path):
+    from edge_sr.backends.onnxruntime import OnnxUpscaler
+
+    p = _foreign(tmp_path / "f.onnx", [1, 1, "h", "w"], [1, 1, "H", "W"], scale=3)
+    with OnnxUpscaler(p) as up:
+        assert up.scale == 3 and not up.output_is_residual and up.config is None
+        assert up.upscale(textured_bgr(10, 12)).shape == (30, 36, 3)
+
+
+def test_bad_models_refused_by_cli(tmp_path):
+    img = tmp_path / "in.png"
+    import cv2
+
+    cv2.imwrite(str(img), textured_bgr(12, 12))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"hello, not onnx")
+    good = _foreign(tmp_path / "g.onnx", [1, 1, "h", "w"], [1, 1, "H", "W"])
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(good.read_bytes()[:-20])
+    rgb = _foreign(tmp_path / "rgb.onnx", [1, 3, "h", "w"], [1, 3, "H", "W"])
+    two = _foreign(tmp_path / "two.onnx", [1, 1, "h", "w"], [1, 1, "H", "W"], n_inputs=2)
+    for model, words in ((junk, "not a loadable ONNX"), (trunc, "not a loadable ONNX"),
+                         (rgb, "expected one float32 input"), (two, "expected one float32 input")):
+        out = tmp_path / "out.png"
+        r = run_cli("upscale", str(img), "-o", str(out), "--model", str(model))
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not out.exists()
+
+
+def test_cli_upscale_with_onnx(models, tmp_path):
+    import cv2
+
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_bgr(20, 24))
+    r = run_cli("upscale", str(img), "-o", str(tmp_path / "out.png"), "--model", str(models["residual"]))
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "out.png")).shape == (40, 48, 3)
+
+
+def test_physical_cores_positive():
+    from edge_sr.backends.onnxruntime import physical_cores
+
+    assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)
