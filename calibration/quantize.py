@@ -134,9 +134,14 @@ def quantize_int8(
     extra = {
         "ActivationSymmetric": symmetric,
         "WeightSymmetric": True,
-        # bounded memory: intermediate outputs are reduced every this many samples
-        "CalibMaxIntermediateOutputs": 16,
     }
+    # bounded memory: intermediate outputs are reduced every k samples. ONNX Runtime 1.32 loses
+    # everything ("No data is collected") when k divides the sample count, so k never does.
+    k = 16
+    while k < len(samples) and len(samples) % k == 0:
+        k += 1
+    if k < len(samples):
+        extra["CalibMaxIntermediateOutputs"] = k
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     if symmetric:
