@@ -34,10 +34,10 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-float", default="first_conv",
                    help="comma-separated node groups (first_conv, last_conv, prelu, concat, resize) or node names "
                    "left in float32; 'none' quantizes all (default first_conv)")
-    p.add_argument("--crop", default="96x96", help="calibration crop WIDTHxHEIGHT in LR pixels (default 96x96)")
-    p.add_argument("--crops-per-image", type=int, default=4)
+    p.add_argument("--crop", default="64x64", help="calibration crop WIDTHxHEIGHT in LR pixels (default 64x64)")
+    p.add_argument("--crops-per-image", type=int, default=2)
     p.add_argument("--batch", type=int, default=8, help="calibration batch: the least number of usable images (default 8)")
-    p.add_argument("--max-images", type=int, default=100, help="use at most this many images (default 100)")
+    p.add_argument("--max-images", type=int, default=40, help="use at most this many images (default 40; percentile and entropy keep every activation: about 40 MB per crop for normal)")
     p.add_argument("--val", default=_default_val(), help="folder of images for the PSNR report (default: val/set5); 'none' skips it")
     p.add_argument("--bench", default="320x240",
                    help="comma-separated LR frame sizes WIDTHxHEIGHT for the latency report; 'none' skips it")
