@@ -1,0 +1,303 @@
+"""Graph-level speed-ups of an exported DCSCN ONNX model that keep its math.
+
+ONNX Runtime's CPU profile of the straightforward export (x2, 320x240 LR, 2 threads; see
+``scripts/profile_ort.py`` and docs/benchmarks/) shows where the time goes that is not convolution:
+
+* ``PRelu`` with a per-channel slope runs through ONNX Runtime's generic broadcasting kernel: 5.3 ms
+  for a [1, 28, 240, 320] tensor where ``Mul`` + ``Max`` take 0.5 ms. ``prelu(x) = max(x, a*x)`` holds
+  exactly for every slope a <= 1 and ``min(x, a*x)`` for a >= 1 (the same product and a comparison,
+  so the result is bit-identical). ``rewrite_prelu`` does that; a layer mixing slopes on both sides of 1
+  becomes ``s * max(s*x, s*a*x)`` with s = +-1 per channel (two more cheap passes, still exact).
+* The A1 and B1 1x1 convolutions read the whole feature concatenation each: ``merge_sibling_convs``
+  makes them one convolution (weights stacked, the same dot products) followed by one PRelu of the
+  stacked slopes and a ``Split``, so the big tensor is read once.
+* ``split_concat_convs`` (optional, off by default: it measured slower here) replaces
+  Concat -> 1x1 Conv by a sum of per-part 1x1 convolutions, avoiding the concatenation copy; it
+  changes the order of the float additions (differences ~1e-7).
+
+The bicubic stays outside the graph (``edge-sr export --residual``): cv2.resize takes ~1 ms where ONNX
+Runtime's cubic ``Resize`` takes 17-45 ms. ``optimize`` applies the passes and returns a checked
+model; ``optimize_file`` rewrites a file atomically and records the passes in its metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_sr.errors import EdgeSRError
+from edge_sr.lazy import require
+
+log = logging.getLogger(__name__)
+
+META_KEY = "edge_sr.fast_graph"
+DEFAULT_PASSES = ("merge_sibling_convs", "rewrite_prelu")
+ALL_PASSES = ("merge_sibling_convs", "split_concat_convs", "rewrite_prelu")
+
+
+@dataclass
+class FastGraphReport:
+    passes: list[str] = field(default_factory=list)
+    changes: dict = field(default_factory=dict)  # pass -> number of rewrites
+    nodes_before: int = 0
+    nodes_after: int = 0
+
+
+class _Graph:
+    """Small helpers over a GraphProto: initializers by name, consumers, unique names."""
+
+    def __init__(self, onnx, model):
+        self.onnx, self.model, self.g = onnx, model, model.graph
+        self.init = {t.name: t for t in self.g.initializer}
+        self._n = 0
+
+    def array(self, name: str) -> np.ndarray | None:
+        t = self.init.get(name)
+        return None if t is None else self.onnx.numpy_helper.to_array(t)
+
+    def add_init(self, name: str, arr: np.ndarray) -> str:
+        name = self.unique(name)
+        t = self.onnx.numpy_helper.from_array(np.ascontiguousarray(arr), name)
+        self.g.initializer.append(t)
+        self.init[name] = t
+        return name
+
+    def unique(self, base: str) -> str:
+        self._n += 1
+        return f"{base}__fg{self._n}"
+
+    def consumers(self) -> dict[str, list]:
+        c = defaultdict(list)
+        for n in self.g.node:
+            for i in n.input:
+                c[i].append(n)
+        return c
+
+    def drop_unused_initializers(self) -> None:
+        used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+        keep = [t for t in self.g.initializer if t.name in used]
+        del self.g.initializer[:]
+        self.g.initializer.extend(keep)
+        self.init = {t.name: t for t in keep}
+
+    def toposort(self) -> None:
+        """Reorder nodes so each comes after the producers of its inputs (rewrites append nodes)."""
+        ready = {i.name for i in self.g.input} | set(self.init) | {""}
+        pending, ordered = list(self.g.node), []
+        while pending:
+            rest = []
+            for n in pending:
+                if all(i in ready for i in n.input):
+                    ordered.append(n)
+                    ready.update(n.output)
+                else:
+                    rest.append(n)
+            if len(rest) == len(pending):
+                raise EdgeSRError("fast_graph: rewritten graph has a cycle or a dangling input")
+            pending = rest
+        del self.g.node[:]
+        self.g.node.extend(ordered)
+
+
+def _attrs(onnx, node) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _is_pointwise_conv(g: _Graph, node) -> bool:
+    if node.op_type != "Conv" or len(node.input) < 2:
+        return False
+    w = g.array(node.input[1])
+    if w is None or w.ndim != 4 or w.shape[2:] != (1, 1):
+        return False
+    if len(node.input) > 2 and node.input[2] and g.array(node.input[2]) is None:
+        return False
+    a = _attrs(g.onnx, node)
+    return (a.get("group", 1) == 1 and all(v == 1 for v in a.get("strides", [1, 1]))
+            and all(v == 1 for v in a.get("dilations", [1, 1])) and not any(a.get("pads", [0, 0, 0, 0]))
+            and a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+
+
+def _bias(g: _Graph, node, cout: int) -> np.ndarray:
+    if len(node.input) > 2 and node.input[2]:
+        return g.array(node.input[2]).astype(np.float32)
+    return np.zeros(cout, np.float32)
+
+
+def merge_sibling_convs(g: _Graph) -> int:
+    """1x1 convolutions reading the same tensor -> one convolution (+ one PRelu when each had its
+    own constant-slope PRelu) and a Split. Returns the number of groups merged."""
+    oh = g.onnx.helper
+    merged = 0
+    cons = g.consumers()
+    for tensor, users in list(cons.items()):
+        convs = [n for n in users if _is_pointwise_conv(g, n)]
+        if len(convs) < 2:
+            continue
+        ws = [g.array(n.input[1]) for n in convs]
+        couts = [w.shape[0] for w in ws]
+        w_all = np.concatenate(ws, axis=0)
+        b_all = np.concatenate([_bias(g, n, c) for n, c in zip(convs, couts)])
+        # a PRelu right after each conv (sole consumer, constant per-channel slope) merges too
+        prelus = []
+        for n, c in zip(convs, couts):
+            u = cons.get(n.output[0], [])
+            slope = g.array(u[0].input[1]) if len(u) == 1 and u[0].op_type == "PRelu" else None
+            if slope is None or slope.size not in (1, c):
+                prelus = None
+                break
+            prelus.append((u[0], np.broadcast_to(slope.reshape(-1), (c,)).astype(np.float32)))
+        name = g.unique("merged_conv")
+        conv = oh.make_node("Conv", [tensor, g.add_init(name + "_W", w_all), g.add_init(name + "_B", b_all)],
+                            [name + "_out"], name=name, kernel_shape=[1, 1])
+        new_nodes, src = [conv], conv.output[0]
+        if prelus:
+            slope = np.concatenate([s for _, s in prelus]).reshape(-1, 1, 1)
+            pn = g.unique("merged_prelu")
+            new_nodes.append(oh.make_node("PRelu", [src, g.add_init(pn + "_slope", slope)], [pn + "_out"], name=pn))
+            src = pn + "_out"
+            outs = [p.output[0] for p, _ in prelus]
+            dead = convs + [p for p, _ in prelus]
+        else:
+            outs = [n.output[0] for n in convs]
+            dead = convs
+        sn = g.unique("merged_split")
+        new_nodes.append(oh.make_node("Split", [src, g.add_init(sn + "_sizes", np.array(couts, np.int64))], outs,
+                                      name=sn, axis=1))
+        for n in dead:
+            g.g.node.remove(n)
+        g.g.node.extend(new_nodes)
+        merged += 1
+        cons = g.consumers()
+    return merged
+
+
+def split_concat_convs(g: _Graph) -> int:
+    """Concat(axis=1) whose every consumer is a 1x1 conv -> per consumer, a sum of 1x1 convs over the
+    parts (no concatenated copy). Channel counts come from ONNX shape inference."""
+    onnx, oh = g.onnx, g.onnx.helper
+    inferred = onnx.shape_inference.infer_shapes(g.model)
+    chans = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            chans[vi.name] = dims[1].dim_value
+    done = 0
+    cons = g.consumers()
+    for cat in [n for n in g.g.node if n.op_type == "Concat"]:
+        if _attrs(onnx, cat).get("axis") not in (1, -3):
+            continue
+        users = cons.get(cat.output[0], [])
+        parts = list(cat.input)
+        if not users or not all(_is_pointwise_conv(g, u) for u in users) or not all(p in chans for p in parts):
+            continue
+        sizes = [chans[p] for p in parts]
+        for u in users:
+            w = g.array(u.input[1])
+            if w.shape[1] != sum(sizes):
+                break
+        else:
+            for u in users:
+                w, off, terms = g.array(u.input[1]), 0, []
+                b = _bias(g, u, w.shape[0])
+                for k, (p, c) in enumerate(zip(parts, sizes)):
+                    nm = g.unique("part_conv")
+                    ins = [p, g.add_init(nm + "_W", w[:, off : off + c])]
+                    if k == 0:
+                        ins.append(g.add_init(nm + "_B", b))
+                    g.g.node.append(oh.make_node("Conv", ins, [nm + "_out"], name=nm, kernel_shape=[1, 1]))
+                    terms.append(nm + "_out")
+                    off += c
+                g.g.node.append(oh.make_node("Sum", terms, [u.output[0]], name=g.unique("part_sum")))
+                g.g.node.remove(u)
+            g.g.node.remove(cat)
+            done += 1
+            cons = g.consumers()
+    return done
+
+
+def rewrite_prelu(g: _Graph) -> int:
+    """PRelu(x, a) with a constant slope -> Max(x, a*x) (all a <= 1), Min(x, a*x) (all a >= 1), else
+    s*Max(s*x, s*a*x) with s = +1 where a <= 1 and -1 elsewhere. All are bit-identical to PRelu
+    (ONNX Runtime's Where is as slow as its PRelu, so it is not used)."""
+    oh = g.onnx.helper
+    done = 0
+    for n in [n for n in g.g.node if n.op_type == "PRelu"]:
+        a = g.array(n.input[1])
+        if a is None:
+            continue
+        if np.all(a <= 1):
+            op = "Max"
+        elif np.all(a >= 1):
+            op = "Min"
+        else:  # slopes on both sides of 1: s * max(s*x, s*a*x) with s = +-1 per channel, still exact
+            op = "SignedMax"
+        nm = g.unique((n.name or "prelu").strip("/").replace("/", "_"))
+        if op == "SignedMax":
+            sign = np.where(a <= 1, 1.0, -1.0).astype(np.float32)
+            s_name, sa_name = g.add_init(nm + "_s", sign), g.add_init(nm + "_sa", sign * a)
+            new = [oh.make_node("Mul", [n.input[0], s_name], [nm + "_sx"], name=nm + "_mul_s"),
+                   oh.make_node("Mul", [n.input[0], sa_name], [nm + "_sax"], name=nm + "_mul_sa"),
+                   oh.make_node("Max", [nm + "_sx", nm + "_sax"], [nm + "_smax"], name=nm + "_max"),
+                   oh.make_node("Mul", [nm + "_smax", s_name], [n.output[0]], name=nm + "_unsign")]
+        else:
+            new = [oh.make_node("Mul", [n.input[0], n.input[1]], [nm + "_ax"], name=nm + "_mul"),
+                   oh.make_node(op, [n.input[0], nm + "_ax"], [n.output[0]], name=nm + "_" + op.lower())]
+        idx = list(g.g.node).index(n)
+        g.g.node.remove(n)
+        for k in reversed(new):
+            g.g.node.insert(idx, k)
+        done += 1
+    return done
+
+
+_PASSES = {"merge_sibling_convs": merge_sibling_convs, "split_concat_convs": split_concat_convs,
+           "rewrite_prelu": rewrite_prelu}
+
+
+def optimize(model, passes=DEFAULT_PASSES):
+    """Apply ``passes`` (names of ALL_PASSES, in the canonical order) to an ONNX ModelProto (copied).
+    Returns (model, FastGraphReport)."""
+    onnx = require("onnx", "rewriting ONNX graphs")
+    unknown = set(passes) - set(ALL_PASSES)
+    if unknown:
+        raise EdgeSRError(f"unknown fast_graph pass(es): {', '.join(sorted(unknown))} (known: {', '.join(ALL_PASSES)})")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = _Graph(onnx, m)
+    rep = FastGraphReport(nodes_before=len(m.graph.node))
+    for name in ALL_PASSES:  # canonical order: merge before split, PRelu last
+        if name in passes:
+            rep.changes[name] = _PASSES[name](g)
+            rep.passes.append(name)
+            g.toposort()
+    g.drop_unused_initializers()
+    rep.nodes_after = len(m.graph.node)
+    onnx.checker.check_model(m)
+    return m, rep
+
+
+def optimize_file(src: str | os.PathLike, dst: str | os.PathLike, passes=DEFAULT_PASSES) -> FastGraphReport:
+    """Rewrite the ONNX file ``src`` into ``dst`` (atomically); metadata is kept, the passes are added."""
+    onnx = require("onnx", "rewriting ONNX graphs")
+    from edge_sr.imageio import atomic_path
+
+    src = Path(src)
+    if not src.is_file():
+        raise EdgeSRError(f"ONNX model not found: {src}")
+    try:
+        mp = onnx.load(str(src))
+    except Exception as exc:
+        raise EdgeSRError(f"not a loadable ONNX model: {src} ({str(exc).splitlines()[0][:200]})") from None
+    m, rep = optimize(mp, passes)
+    keep = [p for p in m.metadata_props if p.key != META_KEY]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+    m.metadata_props.add(key=META_KEY, value=",".join(f"{k}:{v}" for k, v in rep.changes.items()))
+    with atomic_path(Path(dst)) as tmp:
+        onnx.save(m, str(tmp))
+    return rep

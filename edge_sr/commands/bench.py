@@ -1,0 +1,109 @@
+"""edge-sr bench: speed (and quality) of models, bicubic and OpenCV peers on this device."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark models against bicubic and peers on this device",
+        description="Measure, after a warm-up, the whole colour upscale of a frame (luma, model, bicubic, merge) "
+        "and the model alone: median and p95 latency, FPS, GFLOP/s of the model arithmetic and its share of the "
+        "device's estimated peak. Candidates: the shipped presets that exist (or --model), OpenCV's bicubic always, "
+        "OpenCV dnn_superres peers with --peer. With --quality, PSNR/SSIM by the protocol and the Pareto front. "
+        "Writes a table, a JSON report and a PNG plot. Run it on an otherwise idle device.",
+    )
+    p.add_argument("--model", action="append", default=[], metavar="PATH",
+                   help="model to benchmark (.onnx, .int8.onnx, .engine, .safetensors or a preset); repeatable. "
+                   "Default: the shipped presets that exist")
+    p.add_argument("--peer", action="append", default=[], metavar="NAME=PATH",
+                   help="OpenCV dnn_superres peer, e.g. fsrcnn=FSRCNN_x2.pb or espcn=ESPCN_x2.pb; repeatable. "
+                   "Default: the x<scale> FSRCNN/ESPCN files in $EDGE_SR_PEERS when set")
+    p.add_argument("--scale", type=int, default=2, help="upscale factor (default 2); models must match")
+    p.add_argument("--size", action="append", default=[], metavar="WxH",
+                   help="LR frame size; repeatable (default 320x240, 640x480, 1280x720)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (default: physical cores)")
+    p.add_argument("--providers", default=None, help="ONNX Runtime providers, e.g. cpu or cuda,cpu")
+    p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per model and size (default 2)")
+    p.add_argument("--runs", type=int, default=10, help="at least this many timed frames (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    p.add_argument("--quality", default=None, metavar="DIR",
+                   help="add protocol PSNR/SSIM on the images in DIR (a folder of images or of sets)")
+    p.add_argument("-o", "--output", default="bench", metavar="PREFIX",
+                   help="writes PREFIX.json and PREFIX.png (default: ./bench)")
+    p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--pick", type=float, default=None, metavar="FPS",
+                   help="only pick: the highest-quality model that sustains FPS at the first --size, from the "
+                   "cached benchmark (measured now when none is cached)")
+    p.set_defaults(func=run)
+
+
+def _candidates(args):
+    from ..bench import Candidate, default_candidates, model_candidate, peer_candidate, peers_from_dir
+    from ..errors import EdgeSRError
+
+    cands = [model_candidate(m, args.scale) for m in args.model] if args.model else default_candidates(args.scale)
+    if not args.model and not cands:
+        print(f"no shipped x{args.scale} models found: benchmarking bicubic and peers only "
+              "(add --model PATH)", file=sys.stderr)
+    cands.append(Candidate(name="bicubic (OpenCV)", kind="bicubic", scale=args.scale, backend="opencv"))
+    if args.peer:
+        cands += [peer_candidate(s, args.scale) for s in args.peer]
+    elif os.environ.get("EDGE_SR_PEERS"):
+        cands += peers_from_dir(os.environ["EDGE_SR_PEERS"], args.scale)
+    names = [c.name for c in cands]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise EdgeSRError(f"the same model given twice: {', '.join(sorted(dup))}")
+    return cands
+
+
+def run(args) -> int:
+    from .. import bench
+    from ..bench import DEFAULT_SIZES, parse_size
+
+    sizes = [parse_size(s) for s in args.size] or list(DEFAULT_SIZES)
+    options = {"providers": args.providers} if args.providers else {}
+    if args.pick is not None:
+        from ..selection import pick_model
+
+        w, h = sizes[0]
+        models = args.model or None
+        path, reason = pick_model(args.pick, w, h, args.scale, models=models, threads=args.threads)
+        print(reason)
+        print(path)
+        return 0
+    cands = _candidates(args)
+
+    def progress(row):
+        print(f"  {row.name} {row.lr_size[0]}x{row.lr_size[1]}: {row.median_ms:.1f} ms ({row.fps:.1f} FPS)",
+              file=sys.stderr)
+
+    report = bench.run_bench(cands, sizes, threads=args.threads, warmup=args.warmup, min_runs=args.runs,
+                             seconds=args.seconds, quality_dir=args.quality, options=options, progress=progress,
+                             command=["edge-sr", *sys.argv[1:]] if sys.argv and sys.argv[0] else None)
+    rows = bench.rows_from_report(report)
+    dev = report["device"]
+    print(f"{dev['cpu']} ({dev['machine']}), {dev['threads']} threads; peak {dev['peak_gflops_estimate'] or '?'} "
+          f"GFLOP/s ({dev['peak_note']})")
+    print(bench.format_table(rows))
+    for size, per in report["ratios"].items():
+        for name, refs in per.items():
+            if refs:
+                rel = ", ".join(f"{v:.3g}x {k}" for k, v in refs.items())
+                print(f"  {size} {name}: FPS = {rel}")
+    out_json = args.output + ".json"
+    bench.write_json(report, out_json)
+    print(f"wrote {out_json}")
+    if not args.no_plot:
+        out_png = args.output + ".png"
+        bench.plot(rows, out_png, title=f"edge-sr bench x{args.scale} on {dev['cpu']}, {dev['threads']} threads")
+        print(f"wrote {out_png}")
+    # the run also refreshes the cache that --target-fps / --pick reads
+    from ..selection import update_cache
+
+    update_cache(report)
+    return 0
