@@ -15,6 +15,7 @@ _HINTS = {
     "tensorrt": "TensorRT comes with JetPack (apt install python3-libnvinfer) on Jetson, "
     "or 'pip install tensorrt' on x86-64 with an NVIDIA GPU; the venv needs --system-site-packages on Jetson",
     "pycuda": "pip install pycuda on the device (needs nvcc), or install cuda-python as the alternative",
+    "cuda": "pip install cuda-python (NVIDIA's CUDA bindings; the alternative to pycuda)",
     "picamera2": "sudo apt install python3-picamera2 (Raspberry Pi OS); the venv needs system site packages "
     "(./install.sh does that on a Pi)",
     "cv2": "pip install opencv-python-headless (./install.sh installs it)",
