@@ -11,9 +11,16 @@ ONNX Runtime's CPU profile of the straightforward export (x2, 320x240 LR, 2 thre
 * The A1 and B1 1x1 convolutions read the whole feature concatenation each: ``merge_sibling_convs``
   makes them one convolution (weights stacked, the same dot products) followed by one PRelu of the
   stacked slopes and a ``Split``, so the big tensor is read once.
-* ``split_concat_convs`` (optional, off by default: it measured slower here) replaces
-  Concat -> 1x1 Conv by a sum of per-part 1x1 convolutions, avoiding the concatenation copy; it
-  changes the order of the float additions (differences ~1e-7).
+* Optional, off by default because they measured slower on this CPU (docs/benchmarks/):
+  ``split_concat_convs`` replaces Concat -> 1x1 Conv by a sum of per-part 1x1 convolutions (no
+  concatenation copy, but the Sum costs more; float addition order changes, ~1e-7), and
+  ``pad_channels`` pads layers to a multiple of 4 channels with zero filters so that ONNX Runtime
+  runs every convolution in its NCHWc layout (the reorders and extra channels cost more).
+
+Rewrite a file (verified against the original on a real image):
+``python -m deploy.fast_graph model.onnx model.fast.onnx``. Rewrite the float32 model that ONNX
+Runtime runs on a CPU; calibrate INT8 and build TensorRT engines from the plain export (TensorRT
+fuses PRelu itself).
 
 The bicubic stays outside the graph (``edge-sr export --residual``): cv2.resize takes ~1 ms where ONNX
 Runtime's cubic ``Resize`` takes 17-45 ms. ``optimize`` applies the passes and returns a checked
@@ -37,7 +44,7 @@ log = logging.getLogger(__name__)
 
 META_KEY = "edge_sr.fast_graph"
 DEFAULT_PASSES = ("merge_sibling_convs", "rewrite_prelu")
-ALL_PASSES = ("merge_sibling_convs", "split_concat_convs", "rewrite_prelu")
+ALL_PASSES = ("pad_channels", "merge_sibling_convs", "split_concat_convs", "rewrite_prelu")
 
 
 @dataclass
@@ -220,6 +227,85 @@ def split_concat_convs(g: _Graph) -> int:
     return done
 
 
+def _channels(g: _Graph) -> dict[str, int]:
+    onnx = g.onnx
+    inferred = onnx.shape_inference.infer_shapes(g.model)
+    chans = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) == 4 and dims[1].HasField("dim_value"):
+            chans[vi.name] = dims[1].dim_value
+    return chans
+
+
+def _set_init(g: _Graph, name: str, arr: np.ndarray) -> None:
+    t = g.onnx.numpy_helper.from_array(np.ascontiguousarray(arr), name)
+    g.init[name].CopyFrom(t)
+
+
+def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
+    """Conv -> PRelu layers whose channel count is not a multiple of ``multiple`` get zero filters
+    (zero weights, bias and slope: the extra channels are exactly 0) and every consumer conv gets zero
+    input weights for them, through a channel Concat too. ONNX Runtime runs a convolution in its
+    blocked NCHWc layout only when its input channels are a multiple of 4 (or fewer than 16); the
+    others fall back to im2col + GEMM. Returns the number of layers padded."""
+    done = 0
+    while True:
+        chans, cons = _channels(g), g.consumers()
+        for conv in [n for n in g.g.node if n.op_type == "Conv"]:
+            w = g.array(conv.input[1])
+            if w is None or _attrs(g.onnx, conv).get("group", 1) != 1:
+                continue
+            n_out = w.shape[0]
+            if n_out % multiple == 0 or n_out < min_channels:
+                continue
+            users = cons.get(conv.output[0], [])
+            if len(users) != 1 or users[0].op_type != "PRelu" or g.array(users[0].input[1]) is None:
+                continue
+            prelu = users[0]
+            slope = g.array(prelu.input[1])
+            if slope.size not in (1, n_out) or (len(conv.input) > 2 and conv.input[2] and g.array(conv.input[2]) is None):
+                continue
+            # consumers of the activation: convs (as data input) or channel Concats read only by convs
+            plan, ok = [], True
+            for u in cons.get(prelu.output[0], []):
+                if u.op_type == "Conv" and list(u.input).index(prelu.output[0]) == 0 and g.array(u.input[1]) is not None \
+                        and _attrs(g.onnx, u).get("group", 1) == 1:
+                    plan.append((u, 0))
+                elif u.op_type == "Concat" and _attrs(g.onnx, u).get("axis") in (1, -3) and all(i in chans for i in u.input):
+                    off = 0
+                    for i in u.input:
+                        if i == prelu.output[0]:
+                            break
+                        off += chans[i]
+                    readers = cons.get(u.output[0], [])
+                    if not readers or not all(r.op_type == "Conv" and r.input[0] == u.output[0] and g.array(r.input[1]) is not None
+                                              and _attrs(g.onnx, r).get("group", 1) == 1 for r in readers):
+                        ok = False
+                        break
+                    plan += [(r, off) for r in readers]
+                else:
+                    ok = False
+                    break
+            if not ok or not plan:
+                continue
+            extra = multiple - n_out % multiple
+            _set_init(g, conv.input[1], np.concatenate([w, np.zeros((extra,) + w.shape[1:], w.dtype)]))
+            if len(conv.input) > 2 and conv.input[2]:
+                _set_init(g, conv.input[2], np.concatenate([g.array(conv.input[2]), np.zeros(extra, np.float32)]))
+            s = np.broadcast_to(slope.reshape(-1), (n_out,))
+            _set_init(g, prelu.input[1], np.concatenate([s, np.zeros(extra, s.dtype)]).reshape(-1, 1, 1))
+            for r, off in plan:
+                wr = g.array(r.input[1])
+                at = off + n_out
+                _set_init(g, r.input[1], np.concatenate(
+                    [wr[:, :at], np.zeros((wr.shape[0], extra) + wr.shape[2:], wr.dtype), wr[:, at:]], axis=1))
+            done += 1
+            break
+        else:
+            return done
+
+
 def rewrite_prelu(g: _Graph) -> int:
     """PRelu(x, a) with a constant slope -> Max(x, a*x) (all a <= 1), Min(x, a*x) (all a >= 1), else
     s*Max(s*x, s*a*x) with s = +1 where a <= 1 and -1 elsewhere. All are bit-identical to PRelu
@@ -255,7 +341,7 @@ def rewrite_prelu(g: _Graph) -> int:
     return done
 
 
-_PASSES = {"merge_sibling_convs": merge_sibling_convs, "split_concat_convs": split_concat_convs,
+_PASSES = {"pad_channels": pad_channels, "merge_sibling_convs": merge_sibling_convs, "split_concat_convs": split_concat_convs,
            "rewrite_prelu": rewrite_prelu}
 
 
@@ -268,9 +354,10 @@ def optimize(model, passes=DEFAULT_PASSES):
         raise EdgeSRError(f"unknown fast_graph pass(es): {', '.join(sorted(unknown))} (known: {', '.join(ALL_PASSES)})")
     m = onnx.ModelProto()
     m.CopyFrom(model)
+    del m.graph.value_info[:]  # shapes recorded by the exporter go stale when channels change
     g = _Graph(onnx, m)
     rep = FastGraphReport(nodes_before=len(m.graph.node))
-    for name in ALL_PASSES:  # canonical order: merge before split, PRelu last
+    for name in ALL_PASSES:  # canonical order: pad first, merge before split, PRelu last
         if name in passes:
             rep.changes[name] = _PASSES[name](g)
             rep.passes.append(name)
@@ -301,3 +388,53 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike, passes=DEFAULT
     with atomic_path(Path(dst)) as tmp:
         onnx.save(m, str(tmp))
     return rep
+
+
+def verify_equivalent(reference: str | os.PathLike, rewritten: str | os.PathLike, data_root=None) -> tuple[float, str]:
+    """Max |rewritten - reference| of two ONNX files on a real image's luma (Set5 when present)."""
+    ort = require("onnxruntime", "verifying the rewritten graph")
+    from deploy.export import verification_input
+
+    y, source = verification_input(data_root)
+    outs = []
+    for p in (reference, rewritten):
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        outs.append(sess.run(None, {sess.get_inputs()[0].name: y[None, None]})[0])
+    if outs[0].shape != outs[1].shape:
+        raise EdgeSRError(f"rewritten graph outputs {outs[1].shape}, the original {outs[0].shape}")
+    return float(np.abs(outs[0] - outs[1]).max()), source
+
+
+def main(argv=None) -> int:
+    """python -m deploy.fast_graph IN.onnx OUT.onnx [--passes ...]: rewrite, verify, write."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m deploy.fast_graph", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", help="float32 ONNX export (edge-sr export --residual)")
+    ap.add_argument("dst", help="rewritten ONNX file")
+    ap.add_argument("--passes", default=",".join(DEFAULT_PASSES),
+                    help=f"comma-separated, of {', '.join(ALL_PASSES)} (default: {','.join(DEFAULT_PASSES)})")
+    ap.add_argument("--data", default=None, help="data folder holding val/set5 for the verification image")
+    args = ap.parse_args(argv)
+    try:
+        if Path(args.dst).resolve() == Path(args.src).resolve():
+            raise EdgeSRError("write the rewritten graph to a new file, not over its source")
+        passes = tuple(p.strip() for p in args.passes.split(",") if p.strip())
+        rep = optimize_file(args.src, args.dst, passes)
+        diff, source = verify_equivalent(args.src, args.dst, args.data)
+        if not diff < 1e-4:
+            Path(args.dst).unlink(missing_ok=True)
+            raise EdgeSRError(f"rewritten graph differs from {args.src} by {diff:.3g}: not written")
+    except EdgeSRError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code if hasattr(exc, "exit_code") else 1
+    changes = ", ".join(f"{k} {v}" for k, v in rep.changes.items())
+    print(f"wrote {args.dst}: {rep.nodes_before} -> {rep.nodes_after} nodes ({changes}); max abs diff vs "
+          f"{Path(args.src).name} on {source}: {diff:.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

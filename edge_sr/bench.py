@@ -155,6 +155,18 @@ class CpuWatch:
         self.other_cores = max(0.0, (b1 - self._b0) - own) / max(w1 - self._w0, 1e-6)
 
 
+def wait_for_idle(max_wait_s: float, threshold_cores: float = 0.15, window_s: float = 1.0) -> float | None:
+    """Wait (up to ``max_wait_s``) for a ``window_s`` window in which other processes use less than
+    ``threshold_cores``; returns the last window's load (cores), None when /proc/stat is unreadable."""
+    t_end = time.perf_counter() + max_wait_s
+    while True:
+        with CpuWatch() as w:
+            time.sleep(window_s)
+        if w.other_cores is None or w.other_cores < threshold_cores or time.perf_counter() >= t_end:
+            return w.other_cores
+        log.info("waiting for the device to go idle (others use %.1f cores)", w.other_cores)
+
+
 # -- candidates -----------------------------------------------------------------------------------
 @dataclass
 class Candidate:

@@ -101,8 +101,14 @@ def main(argv=None) -> int:
     ap.add_argument("--level", default="all", choices=["disable", "basic", "extended", "all"], help="graph optimisation")
     ap.add_argument("--nodes", type=int, default=12, help="slowest nodes to list")
     ap.add_argument("--json", default=None, help="write the profiles here")
+    ap.add_argument("--wait-idle", type=float, default=60, help="wait up to this many seconds for an idle CPU")
     args = ap.parse_args(argv)
     w, h = parse_size(args.size)
+    from edge_sr.bench import wait_for_idle
+
+    busy = wait_for_idle(args.wait_idle)
+    if busy is not None and busy > 0.15:
+        print(f"warning: other processes use {busy:.1f} cores: the figures will be low", file=sys.stderr)
     out = []
     for m in args.models:
         r = profile(m, w, h, args.threads, args.runs, args.warmup, not args.no_spin, args.level)

@@ -1,0 +1,125 @@
+"""deploy.fast_graph: rewrites that keep the math (PRelu -> Mul/Max, merged 1x1 convs, optional ones)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+torch = pytest.importorskip("torch")
+
+from edge_sr.errors import EdgeSRError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """Residual and full exports of a compact model whose PReLU slopes cover every case: all <= 1
+    (incl. negative), all >= 1, and mixed."""
+    from deploy.export import export_onnx
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.model import DCSCN
+
+    torch.manual_seed(3)
+    m = DCSCN(preset("compact", 2))
+    with torch.no_grad():
+        m.last.weight.normal_(0, 0.05)
+        prelus = [mod for mod in m.modules() if isinstance(mod, torch.nn.PReLU)]
+        prelus[0].weight.uniform_(-0.5, 0.9)
+        prelus[1].weight.uniform_(1.0, 2.0)
+        prelus[2].weight.uniform_(-0.3, 1.7)  # mixed
+    d = tmp_path_factory.mktemp("fast")
+    ckpt = d / "slopes_compact_x2.safetensors"
+    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    return {kind: export_onnx(ckpt, d / f"{kind}.onnx", residual=kind == "residual").path for kind in ("residual", "y")}
+
+
+def _run(path, y):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: y[None, None]})[0]
+
+
+def _ops(mp):
+    out = {}
+    for n in mp.graph.node:
+        out[n.op_type] = out.get(n.op_type, 0) + 1
+    return out
+
+
+def _luma(h, w, seed=0):
+    from conftest import textured_bgr
+
+    from edge_sr.color import y_from_bgr_u8
+
+    return np.ascontiguousarray(y_from_bgr_u8(textured_bgr(h, w, seed)) / 255.0, dtype=np.float32)
+
+
+@pytest.mark.parametrize("kind", ["residual", "y"])
+def test_default_passes_are_exact(exports, tmp_path, kind):
+    from deploy.fast_graph import optimize
+
+    mp = onnx.load(str(exports[kind]))
+    fast, rep = optimize(mp)
+    before, after = _ops(mp), _ops(fast)
+    assert "PRelu" not in after and after["Max"] >= 1 and after["Min"] >= 1  # all three slope cases handled
+    assert rep.changes["rewrite_prelu"] == before["PRelu"] - 1  # A1 and B1 PRelus merged into one first
+    assert after["Conv"] == before["Conv"] - 1 and after["Split"] == 1
+    p = tmp_path / "fast.onnx"
+    onnx.save(fast, str(p))
+    for h, w in ((37, 53), (20, 64)):  # dynamic shapes still work
+        y = _luma(h, w)
+        np.testing.assert_array_equal(_run(p, y), _run(exports[kind], y))  # bit-identical
+
+
+@pytest.mark.parametrize("passes", [("split_concat_convs",), ("pad_channels",),
+                                    ("pad_channels", "merge_sibling_convs", "split_concat_convs", "rewrite_prelu")])
+def test_optional_passes_keep_the_math(exports, tmp_path, passes):
+    from deploy.fast_graph import optimize
+
+    fast, rep = optimize(onnx.load(str(exports["residual"])), passes)
+    assert all(rep.changes[p] >= 1 for p in passes)
+    p = tmp_path / "opt.onnx"
+    onnx.save(fast, str(p))
+    y = _luma(31, 45, 1)
+    ref = _run(exports["residual"], y)
+    got = _run(p, y)
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-5
+    if "pad_channels" in passes:
+        init = {t.name: onnx.numpy_helper.to_array(t) for t in fast.graph.initializer}
+        couts = [init[n.input[1]].shape[0] for n in fast.graph.node if n.op_type == "Conv"]
+        assert all(c % 4 == 0 or c < 16 for c in couts), couts
+
+
+def test_file_rewrite_keeps_metadata_and_opens_in_the_backend(exports, tmp_path):
+    from deploy.fast_graph import optimize_file, verify_equivalent
+    from edge_sr.backends import open_upscaler
+
+    dst = tmp_path / "m.fast.onnx"
+    rep = optimize_file(exports["residual"], dst)
+    assert rep.nodes_after != rep.nodes_before
+    meta = {p.key: p.value for p in onnx.load(str(dst)).metadata_props}
+    assert meta["edge_sr.output"] == "residual" and "rewrite_prelu" in meta["edge_sr.fast_graph"]
+    diff, _ = verify_equivalent(exports["residual"], dst)
+    assert diff == 0.0
+    with open_upscaler(dst, threads=1) as up, open_upscaler(exports["residual"], threads=1) as ref:
+        from conftest import textured_bgr
+
+        frame = textured_bgr(24, 32)
+        assert up.output_is_residual and up.config == ref.config
+        np.testing.assert_array_equal(up.upscale(frame), ref.upscale(frame))
+
+
+def test_errors(exports, tmp_path):
+    from deploy.fast_graph import main, optimize, optimize_file
+
+    with pytest.raises(EdgeSRError, match="unknown fast_graph pass"):
+        optimize(onnx.load(str(exports["residual"])), ("fuse_everything",))
+    with pytest.raises(EdgeSRError, match="not found"):
+        optimize_file(tmp_path / "nope.onnx", tmp_path / "out.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(EdgeSRError, match="not a loadable ONNX"):
+        optimize_file(bad, tmp_path / "out.onnx")
+    assert main([str(exports["residual"]), str(exports["residual"])]) == 2  # never over its source
+    assert not (tmp_path / "out.onnx").exists()
