@@ -321,6 +321,7 @@ class Row:
     psnr: float | None = None
     ssim: float | None = None
     pareto: bool = False
+    median_ms_rounds: list | None = None  # each round's median with --repeat
 
 
 def _timed(fn, arg, warmup: int, min_runs: int, seconds: float) -> list[float]:
@@ -422,11 +423,13 @@ def measure_quality(cands: list[Candidate], quality_dir, *, threads: int = 0, op
 
 
 # -- analysis -------------------------------------------------------------------------------------
-def pareto_front(points: list[tuple[float, float]]) -> list[bool]:
-    """Which (fps, quality) points no other point beats on both (>=, one strictly)."""
+def pareto_front(points: list[tuple[float, float]], quality_tol: float = 0.005) -> list[bool]:
+    """Which (fps, quality) points no other point beats on both (>=, one strictly). Qualities within
+    ``quality_tol`` (dB) count as equal: an exact rewrite of a model is not "better" by 1e-6 dB."""
     flags = []
     for i, (f, q) in enumerate(points):
-        dominated = any((f2 >= f and q2 >= q) and (f2 > f or q2 > q) for j, (f2, q2) in enumerate(points) if j != i)
+        dominated = any((f2 >= f and q2 >= q - quality_tol) and (f2 > f or q2 > q + quality_tol)
+                        for j, (f2, q2) in enumerate(points) if j != i)
         flags.append(not dominated)
     return flags
 
@@ -516,6 +519,15 @@ def rows_from_report(report: dict) -> list[Row]:
     return rows
 
 
+def short_label(r: Row) -> str:
+    name = r.name
+    for cut in (".onnx", ".engine", ".safetensors", " (OpenCV)"):
+        name = name.replace(cut, "")
+    if name.startswith("dcscn_"):
+        name = name[len("dcscn_"):]
+    return name if r.kind != "edge-sr" or r.precision in name else f"{name} {r.precision}"
+
+
 def plot(rows: list[Row], path: str | os.PathLike, title: str = "") -> None:
     """PNG: per LR size, PSNR against FPS (log) with the Pareto front; FPS bars without quality."""
     mpl = require("matplotlib", "the benchmark plot (pip install 'edge-sr[bench]')")
@@ -526,23 +538,29 @@ def plot(rows: list[Row], path: str | os.PathLike, title: str = "") -> None:
 
     sizes = sorted({tuple(r.lr_size) for r in rows}, key=lambda s: s[0] * s[1])
     has_q = any(r.psnr is not None for r in rows)
-    fig, axes = plt.subplots(1, len(sizes), figsize=(5.2 * len(sizes), 4.4), squeeze=False)
+    width = 5.2 * len(sizes) + (3.2 if has_q else 0)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(width, 4.4), squeeze=False)
     colors = {"edge-sr": "tab:blue", "bicubic": "tab:gray", "peer": "tab:orange"}
+    palette, markers = plt.get_cmap("tab10").colors, "oDs^vP*Xh<>p"
+    names = list(dict.fromkeys(r.name for r in rows))
+    style = {n: (palette[i % len(palette)], markers[i % len(markers)]) for i, n in enumerate(names)}
+    labelled: set = set()
     for ax, size in zip(axes[0], sizes):
         group = [r for r in rows if tuple(r.lr_size) == size]
         ax.set_title(f"LR {size[0]}x{size[1]} -> x{group[0].scale}")
         if has_q:
             pts = [r for r in group if r.psnr is not None]
-            for i, r in enumerate(sorted(pts, key=lambda r: r.fps)):
-                ax.scatter(r.fps, r.psnr, s=60 if r.pareto else 30, c=colors.get(r.kind, "k"),
-                           edgecolors="red" if r.pareto else "none", linewidths=1.5, zorder=3)
-                ax.annotate(f"{r.name}\n{r.precision}" if r.kind == "edge-sr" else r.name, (r.fps, r.psnr),
-                            textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -14), fontsize=7)
+            for r in pts:
+                color, marker = style[r.name]
+                ax.scatter(r.fps, r.psnr, s=70 if r.pareto else 40, c=[color], marker=marker,
+                           edgecolors="red" if r.pareto else "none", linewidths=1.5, zorder=3,
+                           label=short_label(r) if r.name not in labelled else None)
+                labelled.add(r.name)
             front = sorted((r for r in pts if r.pareto), key=lambda r: r.fps)
             if front:
                 ax.step([r.fps for r in front], [r.psnr for r in front], where="pre", color="red", lw=1,
-                        ls="--", label="Pareto front", zorder=2)
-                ax.legend(fontsize=7, loc="lower left")
+                        ls="--", label="Pareto front" if "front" not in labelled else None, zorder=2)
+                labelled.add("front")
             ax.set_xscale("log")
             ax.set_xlabel("FPS (whole colour frame, log)")
             ax.set_ylabel("PSNR Y (dB)")
@@ -556,9 +574,16 @@ def plot(rows: list[Row], path: str | os.PathLike, title: str = "") -> None:
             for i, r in enumerate(group):
                 ax.text(r.fps, i, f" {r.fps:.1f}", va="center", fontsize=7)
             ax.tick_params(axis="y", labelsize=7)
+    if has_q:
+        handles, labels = [], []
+        for ax in axes[0]:
+            h, lab = ax.get_legend_handles_labels()
+            handles += h
+            labels += lab
+        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8 if has_q else 1, 1))
     with atomic_path(Path(path)) as tmp:
         fig.savefig(str(tmp), dpi=110, format="png")
     plt.close(fig)
@@ -571,17 +596,53 @@ def parse_size(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def combine_rounds(rounds: list[list[Row]], peak_gflops: float | None = None) -> list[Row]:
+    """Rows of repeated rounds -> one row per (candidate, size): the median of the rounds' medians
+    (and of their p95s); ``median_ms_rounds`` keeps each round's median."""
+    if len(rounds) == 1:
+        return rounds[0]
+    out = []
+    for i, first in enumerate(rounds[0]):
+        same = [r[i] for r in rounds]
+        row = Row(**{k: getattr(first, k) for k in Row.__dataclass_fields__})
+        row.median_ms = float(np.median([r.median_ms for r in same]))
+        row.p95_ms = float(np.median([r.p95_ms for r in same]))
+        row.runs = sum(r.runs for r in same)
+        row.fps = 1e3 / row.median_ms
+        row.median_ms_rounds = [round(r.median_ms, 3) for r in same]
+        if first.model_median_ms is not None:
+            row.model_median_ms = float(np.median([r.model_median_ms for r in same]))
+            row.model_p95_ms = float(np.median([r.model_p95_ms for r in same]))
+        if row.gflop_per_frame:
+            row.gflops = row.gflop_per_frame / row.median_ms * 1e3
+            row.model_gflops = row.gflop_per_frame / row.model_median_ms * 1e3 if row.model_median_ms else None
+            row.peak_fraction = row.gflops / peak_gflops if peak_gflops else None
+        busy = [r.other_cores for r in same if r.other_cores is not None]
+        row.other_cores = max(busy) if busy else None
+        out.append(row)
+    return out
+
+
 def run_bench(cands: list[Candidate], sizes, *, threads: int = 0, warmup: int = 3, min_runs: int = 10,
               seconds: float = 2.0, quality_dir=None, options: dict | None = None, progress=None,
-              command: list[str] | None = None) -> dict:
-    """Measure every candidate at every size (and quality when asked); returns the report dict."""
+              command: list[str] | None = None, repeat: int = 1, wait_idle_s: float = 0) -> dict:
+    """Measure every candidate at every size, ``repeat`` rounds (and quality when asked); returns the
+    report dict."""
     if not cands:
         raise EdgeSRError("nothing to benchmark")
+    if repeat < 1:
+        raise EdgeSRError(f"--repeat must be at least 1, not {repeat}")
     dev = device_info(threads)
-    rows: list[Row] = []
-    for c in cands:
-        rows += measure(c, sizes, threads=threads, warmup=warmup, min_runs=min_runs, seconds=seconds,
-                        peak_gflops=dev["peak_gflops_estimate"], options=options, progress=progress)
+    rounds: list[list[Row]] = []
+    for _ in range(repeat):  # rounds interleave the candidates: a slow spell hits all of them alike
+        rows = []
+        for c in cands:
+            if wait_idle_s:
+                wait_for_idle(wait_idle_s)
+            rows += measure(c, sizes, threads=threads, warmup=warmup, min_runs=min_runs, seconds=seconds,
+                            peak_gflops=dev["peak_gflops_estimate"], options=options, progress=progress)
+        rounds.append(rows)
+    rows = combine_rounds(rounds, dev["peak_gflops_estimate"])
     quality = None
     if quality_dir:
         quality = measure_quality(cands, quality_dir, threads=threads, options=options)
@@ -590,7 +651,7 @@ def run_bench(cands: list[Candidate], sizes, *, threads: int = 0, warmup: int = 
             if q:
                 r.psnr, r.ssim = q["psnr"], q["ssim"]
         mark_pareto(rows)
-    settings = {"threads": dev["threads"], "warmup": warmup, "min_runs": min_runs, "seconds_per_item": seconds,
+    settings = {"threads": dev["threads"], "repeat": repeat, "wait_idle_s": wait_idle_s, "warmup": warmup, "min_runs": min_runs, "seconds_per_item": seconds,
                 "sizes": [list(s) for s in sizes], "quality_dir": str(quality_dir) if quality_dir else None,
                 "timed": "whole colour frame: upscaler.upscale(frame_bgr_u8); model: infer(y_lr_f32) alone"}
     return report_dict(rows, dev, settings, command, quality)

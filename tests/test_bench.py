@@ -148,3 +148,24 @@ def test_cli_bad_input_is_one_line(tmp_path):
     r = run_cli("bench", "--model", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x"))
     assert r.returncode == 2 and "not found" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_repeated_rounds_take_the_median():
+    from edge_sr.bench import Row, combine_rounds
+
+    def row(ms):
+        return Row(name="m", kind="edge-sr", backend="onnxruntime", precision="fp32", scale=2, lr_size=(8, 8),
+                   path=None, runs=5, median_ms=ms, p95_ms=ms + 1, fps=1e3 / ms, model_median_ms=ms / 2,
+                   model_p95_ms=ms, gflop_per_frame=1.0)
+
+    (r,) = combine_rounds([[row(10.0)], [row(30.0)], [row(12.0)]], peak_gflops=200.0)
+    assert r.median_ms == 12.0 and r.median_ms_rounds == [10.0, 30.0, 12.0] and r.runs == 15
+    assert r.fps == pytest.approx(1e3 / 12) and r.gflops == pytest.approx(1.0 / 12e-3)
+    assert r.model_median_ms == 6.0 and r.peak_fraction == pytest.approx(r.gflops / 200)
+
+
+def test_pareto_treats_equal_quality_as_equal():
+    from edge_sr.bench import pareto_front
+
+    # an exact rewrite (same PSNR up to float noise) that runs faster pushes the original off the front
+    assert pareto_front([(16.0, 33.5800004), (31.0, 33.58)]) == [False, True]

@@ -30,11 +30,17 @@ def add_parser(sub) -> None:
     p.add_argument("--seconds", type=float, default=2.0, help="timed seconds per model and size (default 2)")
     p.add_argument("--runs", type=int, default=10, help="at least this many timed frames (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first (default 3)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="rounds over all candidates; the report gives the median of the rounds (default 1)")
+    p.add_argument("--wait-idle", type=float, default=0, metavar="S",
+                   help="before each candidate, wait up to S seconds for other processes to leave the CPU idle")
     p.add_argument("--quality", default=None, metavar="DIR",
                    help="add protocol PSNR/SSIM on the images in DIR (a folder of images or of sets)")
     p.add_argument("-o", "--output", default="bench", metavar="PREFIX",
                    help="writes PREFIX.json and PREFIX.png (default: ./bench)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--from-json", default=None, metavar="FILE",
+                   help="print the table of a saved report and draw its plot again (PREFIX.png), measuring nothing")
     p.add_argument("--pick", type=float, default=None, metavar="FPS",
                    help="only pick: the highest-quality model that sustains FPS at the first --size, from the "
                    "cached benchmark (measured now when none is cached)")
@@ -76,6 +82,16 @@ def run(args) -> int:
         print(reason)
         print(path)
         return 0
+    if args.from_json:  # re-render a saved report: no measurement
+        report = bench.load_report(args.from_json)
+        rows = bench.rows_from_report(report)
+        print(bench.format_table(rows))
+        if not args.no_plot:
+            dev = report.get("device", {})
+            bench.plot(rows, args.output + ".png",
+                       title=f"edge-sr bench x{rows[0].scale} on {dev.get('cpu', '?')}, {dev.get('threads', '?')} threads")
+            print(f"wrote {args.output}.png")
+        return 0
     cands = _candidates(args)
 
     def progress(row):
@@ -84,6 +100,7 @@ def run(args) -> int:
 
     report = bench.run_bench(cands, sizes, threads=args.threads, warmup=args.warmup, min_runs=args.runs,
                              seconds=args.seconds, quality_dir=args.quality, options=options, progress=progress,
+                             repeat=args.repeat, wait_idle_s=args.wait_idle,
                              command=["edge-sr", *sys.argv[1:]] if sys.argv and sys.argv[0] else None)
     rows = bench.rows_from_report(report)
     dev = report["device"]
@@ -93,7 +110,7 @@ def run(args) -> int:
     for size, per in report["ratios"].items():
         for name, refs in per.items():
             if refs:
-                rel = ", ".join(f"{v:.3g}x {k}" for k, v in refs.items())
+                rel = ", ".join((f"{v:.2f}x" if v >= 0.1 else f"1/{1 / v:.0f}") + f" {k}" for k, v in refs.items())
                 print(f"  {size} {name}: FPS = {rel}")
     out_json = args.output + ".json"
     bench.write_json(report, out_json)
