@@ -89,11 +89,11 @@ def _cached_row(cache: dict | None, path: str, w: int, h: int, threads: int) -> 
     return None
 
 
-def _quality_key(r: dict) -> tuple:
-    """Higher is better: PSNR when measured, else the model's GFLOP per frame, then precision."""
-    psnr = r.get("psnr")
-    return (psnr if psnr is not None else float("-inf"), r.get("gflop_per_frame") or 0.0,
-            PRECISION_RANK.get(r.get("precision"), 0))
+def _quality_key(r: dict, by_psnr: bool) -> tuple:
+    """Higher is better: PSNR when every candidate has one, else the model's GFLOP per frame, then
+    precision (a PSNR known for some candidates only cannot rank them against the others)."""
+    size_key = (r.get("gflop_per_frame") or 0.0, PRECISION_RANK.get(r.get("precision"), 0))
+    return (r["psnr"],) + size_key if by_psnr else size_key
 
 
 def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, models=None, threads: int = 0,
@@ -139,9 +139,11 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
             measured_now.append(d["path"])
     need = target_fps * headroom
     ok = [r for r in rows if r["fps"] >= need]
-    by_quality = sorted(rows, key=_quality_key, reverse=True)
-    basis = "protocol PSNR" if all(r.get("psnr") is not None for r in rows) else \
-        "model size (GFLOP per frame; no PSNR cached: run edge-sr bench --quality DIR), then precision"
+    by_psnr = all(r.get("psnr") is not None for r in rows)
+    key = lambda r: _quality_key(r, by_psnr)  # noqa: E731
+    by_quality = sorted(rows, key=key, reverse=True)
+    basis = "protocol PSNR" if by_psnr else \
+        "model size (GFLOP per frame; PSNR not cached for every candidate: run edge-sr bench --quality DIR), then precision"
 
     def desc(r):
         src = "measured now" if r["path"] in measured_now else "cached bench"
@@ -154,8 +156,8 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
         fastest = max(rows, key=lambda r: r["fps"])
         raise EdgeSRError(f"no model sustains {target_fps:g} FPS at {size} on this device (needs {need:.1f} FPS with "
                           f"{headroom:.2f}x headroom); fastest: {desc(fastest)}. Lower the target or the frame size")
-    best = max(ok, key=_quality_key)
-    better = [r for r in by_quality if _quality_key(r) > _quality_key(best)]
+    best = max(ok, key=key)
+    better = [r for r in by_quality if key(r) > key(best)]
     why = f"chose {desc(best)}; target {target_fps:g} FPS at {size} (needs {need:.1f} with {headroom:.2f}x headroom), " \
           f"ranked by {basis}, {used} threads."
     if better:

@@ -121,3 +121,12 @@ def test_cli_pick(models, cache_dir):
     r = run_cli("bench", "--pick", "500", "--model", str(models["small"]), env={"EDGE_SR_CACHE": str(cache_dir)})
     assert r.returncode == 2 and "no model sustains" in r.stderr and "Traceback" not in r.stderr
     assert json.loads(next(cache_dir.glob("*.json")).read_text())["format"] == "edge-sr-bench/1"
+
+
+def test_partial_psnr_falls_back_to_size(models, cache_dir):
+    from edge_sr.selection import pick_model
+
+    # PSNR known for the small model only: it must not outrank a bigger model that also sustains the target
+    _cache([_row(models["small"], 60, 4, psnr=36.0), _row(models["big"], 20, 37)])
+    chosen, why = pick_model(15, 320, 240, 2, models=[str(models["small"]), str(models["big"])])
+    assert Path(chosen) == models["big"].resolve() and "not cached for every candidate" in why
