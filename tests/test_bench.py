@@ -109,7 +109,7 @@ def test_real_peer_upscales():
 def test_cli_writes_table_json_plot_and_cache(onnx_model, tmp_path):
     pytest.importorskip("matplotlib")
     out = tmp_path / "rep"
-    env = {"EDGE_SR_CACHE": str(tmp_path / "cache")}
+    env = {"EDGE_SR_CACHE": str(tmp_path / "cache"), "EDGE_SR_PEERS": ""}  # no default peers here
     r = run_cli("bench", "--model", str(onnx_model), "--size", "40x24", "--size", "24x16", "--seconds", "0",
                 "--runs", "2", "--warmup", "1", "--threads", "1", "-o", str(out), env=env)
     assert r.returncode == 0, r.stderr
@@ -133,13 +133,24 @@ def test_cli_quality_marks_the_front(onnx_model, tmp_path):
         write_image(q / f"im{i}.png", textured_bgr(36, 44, i))
     r = run_cli("bench", "--model", str(onnx_model), "--size", "24x16", "--seconds", "0", "--runs", "2",
                 "--threads", "1", "--quality", str(q), "-o", str(tmp_path / "rep"),
-                env={"EDGE_SR_CACHE": str(tmp_path / "cache")})
+                env={"EDGE_SR_CACHE": str(tmp_path / "cache"), "EDGE_SR_PEERS": ""})
     assert r.returncode == 0, r.stderr
     rows = json.loads((tmp_path / "rep.json").read_text())["results"]
     assert all(isinstance(x["psnr"], float) for x in rows)
     assert any(x["pareto"] for x in rows)
     assert max(rows, key=lambda x: x["fps"])["pareto"]  # the fastest is always on the front
     assert "PSNR" in r.stdout
+
+
+def test_cli_default_peers_from_env(onnx_model, tmp_path):
+    if not (PEERS / "ESPCN_x2.pb").is_file():
+        pytest.skip("peer models absent ($EDGE_SR_PEERS)")
+    r = run_cli("bench", "--model", str(onnx_model), "--size", "24x16", "--seconds", "0", "--runs", "1", "--warmup", "0",
+                "--no-plot", "-o", str(tmp_path / "rep"),
+                env={"EDGE_SR_CACHE": str(tmp_path / "cache"), "EDGE_SR_PEERS": str(PEERS)})
+    assert r.returncode == 0, r.stderr
+    kinds = [x["kind"] for x in json.loads((tmp_path / "rep.json").read_text())["results"]]
+    assert kinds.count("peer") >= 2 and "bicubic" in kinds
 
 
 def test_cli_bad_input_is_one_line(tmp_path):
