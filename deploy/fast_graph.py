@@ -187,12 +187,7 @@ def split_concat_convs(g: _Graph) -> int:
     """Concat(axis=1) whose every consumer is a 1x1 conv -> per consumer, a sum of 1x1 convs over the
     parts (no concatenated copy). Channel counts come from ONNX shape inference."""
     onnx, oh = g.onnx, g.onnx.helper
-    inferred = onnx.shape_inference.infer_shapes(g.model)
-    chans = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
-        dims = vi.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            chans[vi.name] = dims[1].dim_value
+    chans = _channels(g)
     done = 0
     cons = g.consumers()
     for cat in [n for n in g.g.node if n.op_type == "Concat"]:

@@ -163,10 +163,3 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
     if better:
         why += " Higher quality but too slow: " + "; ".join(desc(r) for r in better) + "."
     return best["path"], why
-
-
-def describe_cache(path: Path | None = None) -> str:
-    p = path or cache_path()
-    c = load_cache(p)
-    return f"{p}: {len(c['results'])} rows" if c else f"{p}: none"
-
