@@ -14,8 +14,9 @@ ONNX Runtime's CPU profile of the straightforward export (x2, 320x240 LR, 2 thre
 * Optional, off by default because they measured slower on this CPU (docs/benchmarks/):
   ``split_concat_convs`` replaces Concat -> 1x1 Conv by a sum of per-part 1x1 convolutions (no
   concatenation copy, but the Sum costs more; float addition order changes, ~1e-7), and
-  ``pad_channels`` pads layers to a multiple of 4 channels with zero filters so that ONNX Runtime
-  runs every convolution in its NCHWc layout (the reorders and extra channels cost more).
+  ``pad_channels`` pads layers with zero filters to a multiple of 4 (or 16, the AVX-512 NCHWc block)
+  channels so that more convolutions run in ONNX Runtime's blocked layout (the extra channels and
+  reorders cost more than the blocked kernels gain).
 
 Rewrite a file (verified against the original on a real image):
 ``python -m deploy.fast_graph model.onnx model.fast.onnx``. Rewrite the float32 model that ONNX
@@ -242,8 +243,9 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
     """Conv -> PRelu layers whose channel count is not a multiple of ``multiple`` get zero filters
     (zero weights, bias and slope: the extra channels are exactly 0) and every consumer conv gets zero
     input weights for them, through a channel Concat too. ONNX Runtime runs a convolution in its
-    blocked NCHWc layout only when its input channels are a multiple of 4 (or fewer than 16); the
-    others fall back to im2col + GEMM. Returns the number of layers padded."""
+    blocked NCHWc layout only when its input channels are a multiple of the block (8 with AVX2, 16
+    with AVX-512) or fewer than it; the others fall back to im2col + GEMM. Returns the number of
+    layers padded."""
     done = 0
     while True:
         chans, cons = _channels(g), g.consumers()
