@@ -148,6 +148,7 @@ def export_onnx(
     simplify: bool = True,
     verify: bool = True,
     data_root: str | os.PathLike | None = None,
+    fast: bool = False,
 ) -> ExportResult:
     """Export ``model`` (preset or checkpoint) to ``out``; returns what was written and checked."""
     torch = require("torch", "ONNX export")
@@ -180,6 +181,12 @@ def export_onnx(
         simplified = False
         if simplify:
             mp, simplified = _simplify(mp, onnx)
+        fast_changes = None
+        if fast:  # same math, faster on ONNX Runtime's CPU provider (deploy/fast_graph.py)
+            from .fast_graph import optimize
+
+            mp, rep = optimize(mp)
+            fast_changes = ",".join(f"{k}:{v}" for k, v in rep.changes.items())
         meta = {
             "format": FORMAT,
             "output": kind,
@@ -192,6 +199,8 @@ def export_onnx(
             "source_sha256": file_sha256(ckpt),
             "versions": json.dumps(_versions(), sort_keys=True),
         }
+        if fast_changes is not None:
+            meta["fast_graph"] = fast_changes
         del mp.metadata_props[:]
         for k, v in meta.items():
             mp.metadata_props.add(key=META_PREFIX + k, value=v)

@@ -81,7 +81,6 @@ def merge_residual(frame_bgr_u8: np.ndarray, residual_y: np.ndarray, scale: int)
     up = upscale_bicubic(lr.astype(np.float32), scale)
     gain = np.float32(255.0 if gray else 255.0 * Y_TO_RGB_GAIN)
     delta = residual_y.reshape(up.shape[:2]).astype(np.float32, copy=False) * gain
-    if not gray:
-        delta = cv2.merge([delta, delta, delta])
-    # one pass: float add, rounded and saturated to uint8 by OpenCV (14x faster than numpy clip/astype)
-    return cv2.add(up, delta, dtype=cv2.CV_8U)
+    np.add(up, delta if gray else delta[..., None], out=up)  # in place, broadcast over B, G, R
+    # rounded and saturated to uint8 by OpenCV in one pass (much faster than numpy clip/astype)
+    return cv2.add(up, (0, 0, 0, 0), dtype=cv2.CV_8U)

@@ -130,3 +130,14 @@ def test_partial_psnr_falls_back_to_size(models, cache_dir):
     _cache([_row(models["small"], 60, 4, psnr=36.0), _row(models["big"], 20, 37)])
     chosen, why = pick_model(15, 320, 240, 2, models=[str(models["small"]), str(models["big"])])
     assert Path(chosen) == models["big"].resolve() and "not cached for every candidate" in why
+
+
+def test_stream_target_fps_impossible_is_one_line(tmp_path):
+    """--target-fps that nothing sustains: one clear line naming the fastest model, exit non-zero."""
+    from conftest import run_cli
+
+    r = run_cli("stream", "--source", "demo", "--width", "64", "--height", "48", "--target-fps", "1000000",
+                "--no-output", "--duration", "1", env={"EDGE_SR_CACHE": str(tmp_path / "cache.json")}, timeout=300)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "fastest" in r.stderr.lower() or "no model" in r.stderr.lower() or "shipped" in r.stderr.lower()

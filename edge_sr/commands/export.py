@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--residual", action="store_true",
                    help="end the graph at the PixelShuffle: output the HR residual, the caller adds the bicubic")
+    p.add_argument("--fast", action="store_true",
+                   help="rewrite the graph for CPU speed with the same math (PReLU as Mul/Max, merged 1x1 convs; "
+                   "deploy/fast_graph.py): what edge-sr ships as the FP32 model; calibrate INT8 from a plain export")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.2+ and ONNX Runtime)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--data", default=None, help="data folder holding val/set5 for the verification image")
@@ -29,7 +32,7 @@ def run(args) -> int:
     from ..errors import EdgeSRError
 
     res = export_onnx(args.model, args.output, residual=args.residual, opset=args.opset,
-                      simplify=not args.no_simplify, data_root=args.data)
+                      simplify=not args.no_simplify, data_root=args.data, fast=args.fast)
     scale = int(res.metadata["scale"])
     if args.scale is not None and args.scale != scale:
         res.path.unlink(missing_ok=True)

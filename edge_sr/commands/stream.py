@@ -48,6 +48,9 @@ def add_parser(sub) -> None:
                      help="preset (compact/normal/large: the shipped ONNX) or a .onnx/.engine/.safetensors file")
     mdl.add_argument("--scale", "-s", type=int, default=None, choices=(2, 3, 4),
                      help="upscaling factor (checked against the model; picks the shipped preset file)")
+    mdl.add_argument("--target-fps", type=float, default=None, metavar="FPS",
+                     help="pick the highest-quality shipped model/precision that sustains FPS at this frame size "
+                     "on this device (from a cached edge-sr bench; measured now when none is cached)")
     mdl.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
     mdl.add_argument("--tile", type=int, default=None, help="LR tile side for large frames (default: whole frame)")
     out = p.add_argument_group("outputs")
@@ -189,7 +192,22 @@ def run(args) -> int:
     source = open_source(spec, args.width, args.height, args.fps, loop=args.loop, fourcc=args.fourcc,
                          flip=args.flip, timeout_s=args.open_timeout)
     options = {"threads": args.threads} if args.threads else {}
-    upscaler = open_upscaler(args.model, scale=args.scale, **options)
+    model = args.model
+    if args.target_fps:
+        w = args.width or getattr(source, "width", None)
+        h = args.height or getattr(source, "height", None)
+        if not (w and h):
+            source.close()
+            raise EdgeSRError("--target-fps needs the frame size: give --width and --height")
+        from ..selection import pick_model
+
+        try:
+            model, why = pick_model(args.target_fps, int(w), int(h), args.scale or 2, threads=args.threads)
+        except BaseException:
+            source.close()
+            raise
+        log.info("--target-fps %g: %s", args.target_fps, why)
+    upscaler = open_upscaler(model, scale=args.scale, **options)
     sinks: list = []
     telemetry = None
     try:
