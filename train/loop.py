@@ -137,7 +137,9 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
     torch.manual_seed(args.seed)
 
     config = args.model_config()
-    model = DCSCN(config).to(device)
+    # channels_last: oneDNN's fast convolution layout (measured 1.5x per step for normal on 2 CPU cores)
+    mem_format = torch.channels_last
+    model = DCSCN(config).to(device, memory_format=mem_format)
     pairs = load_pairs(args.data, config.scale, min_lr_size=args.patch, progress=progress and rank == 0)
     sampler = PatchSampler(pairs, args.patch, config.scale, seed=args.seed + 1000 * rank)
     val_pairs = []
@@ -185,7 +187,8 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
     model.train()
     while step < total and (max_steps is None or done_here < max_steps):
         lr_np, hr_np = sampler.batch(args.batch)
-        lr_t, hr_t = torch.from_numpy(lr_np).to(device), torch.from_numpy(hr_np).to(device)
+        lr_t = torch.from_numpy(lr_np).to(device).contiguous(memory_format=mem_format)
+        hr_t = torch.from_numpy(hr_np).to(device)
         if plateau is None:
             for g in opt.param_groups:
                 g["lr"] = lr_at(args, step, total)
