@@ -82,12 +82,9 @@ def compare_latency(models: dict[str, str | os.PathLike], shapes: list[tuple[int
 
 def parse_shape(text: str) -> tuple[int, int]:
     """'320x240' (width x height, the way frame sizes are written) -> (240, 320) as (h, w)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise EdgeSRError(f"bad shape {text!r}: write WIDTHxHEIGHT, e.g. 320x240") from None
-    if h < 8 or w < 8:
-        raise EdgeSRError(f"shape {text} too small: at least 8x8")
+    from edge_sr.sizes import parse_size
+
+    w, h = parse_size(text, "shape")
     return h, w
 
 

@@ -44,13 +44,9 @@ class BuildResult:
 
 def parse_hw(text: str, what: str = "--shape") -> tuple[int, int]:
     """'480x640' (HEIGHTxWIDTH) -> (480, 640)."""
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError:
-        raise EdgeSRError(f"{what} {text!r}: write HEIGHTxWIDTH in LR pixels, e.g. 480x640") from None
-    if h < 1 or w < 1:
-        raise EdgeSRError(f"{what} {text!r} must be positive")
-    return h, w
+    from edge_sr.sizes import parse_size
+
+    return parse_size(text, what, order="hw", minimum=1)
 
 
 def profile_shapes(opt, min_shape=None, max_shape=None) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:

@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import PRESET_NAMES, DCSCNConfig
 from .errors import EdgeSRError
+from .sizes import parse_size as _parse_size
 from .lazy import require
 
 log = logging.getLogger(__name__)
@@ -590,10 +591,8 @@ def plot(rows: list[Row], path: str | os.PathLike, title: str = "") -> None:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
-    if not m or int(m.group(1)) < 8 or int(m.group(2)) < 8:
-        raise EdgeSRError(f"bad frame size {text!r}: expected WIDTHxHEIGHT of the LR frame, e.g. 320x240")
-    return int(m.group(1)), int(m.group(2))
+    """WIDTHxHEIGHT of the LR frame -> (w, h)."""
+    return _parse_size(text, "frame size")
 
 
 def combine_rounds(rounds: list[list[Row]], peak_gflops: float | None = None) -> list[Row]:

@@ -22,18 +22,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    from ..errors import EdgeSRError
-
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise EdgeSRError(f"--size must look like 640x480, not {text!r}") from None
-    if w < 16 or h < 16 or w > 8192 or h > 8192:
-        raise EdgeSRError(f"--size {text} out of range (16..8192 per side)")
-    return w, h
-
-
 def run(args) -> int:
     import numpy as np
 
@@ -45,7 +33,9 @@ def run(args) -> int:
     from ..quality import psnr
     from ..scene import render_scene
 
-    w, h = _parse_size(args.size)
+    from ..sizes import parse_size
+
+    w, h = parse_size(args.size, "--size", minimum=16, maximum=8192)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
