@@ -67,6 +67,13 @@ class PowerMeter:
     def close(self) -> None:
         pass
 
+    def _board_w(self, rails_mw: dict[str, float]) -> float:
+        """Board power in W from named rails (mW): the input rail, else their sum (an estimate)."""
+        mw, how = pick_input_power(rails_mw)
+        self.detail = how
+        self.estimate = how.startswith("sum of ")
+        return mw / 1000.0
+
     def describe(self) -> dict:
         return {"power_meter": self.name, "power_estimate": self.estimate, "power_detail": self.detail}
 
@@ -133,10 +140,7 @@ class Ina3221Meter(PowerMeter):
         rails = self.rails_mw()
         if not rails:
             return None
-        mw, how = pick_input_power(rails)
-        self.detail = how
-        self.estimate = how.startswith("sum of ")
-        return mw / 1000.0
+        return self._board_w(rails)
 
 
 def _not_connected(label: str) -> bool:
@@ -207,10 +211,7 @@ class TegrastatsMeter(PowerMeter):
             rails = dict(self._latest)
         if not rails:
             return None
-        mw, how = pick_input_power(rails)
-        self.detail = how
-        self.estimate = how.startswith("sum of ")
-        return mw / 1000.0
+        return self._board_w(rails)
 
     def close(self) -> None:
         if self._proc.poll() is None:
