@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # edge-sr set-up: one command on a fresh machine.
 #   ./install.sh                 runtime (x86-64, Jetson or Raspberry Pi detected automatically)
-#   ./install.sh --test          + what the tests need (torch==2.13.0 CPU on x86-64, onnx, pytest)
+#   ./install.sh --test          + what the tests need (torch==2.13.0 CPU on x86-64, onnx, pytest, matplotlib)
 #   ./install.sh --train         + training/export (torch, onnx)
 #   ./install.sh --bench         + plotting for edge-sr bench (matplotlib)
 #   ./install.sh --prefix DIR    virtual environment in DIR (default: .venv in the repo)
@@ -74,7 +74,7 @@ else
   extras="$extras,ort"
 fi
 [ $want_train = 1 ] && extras="$extras,train"
-[ $want_test = 1 ] && extras="$extras,test,train"
+[ $want_test = 1 ] && extras="$extras,test,train,bench"
 [ $want_bench = 1 ] && extras="$extras,bench"
 extras=$(echo "$extras" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd, -)
 if { [ $want_train = 1 ] || [ $want_test = 1 ]; } && [ "$platform" != x86_64 ]; then
