@@ -69,6 +69,8 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.exists():
         raise EdgeSRError(f"output folder does not exist: {parent}")
+    if not parent.is_dir():
+        raise EdgeSRError(f"cannot write {dest}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise EdgeSRError(f"output folder is not writable: {parent}")
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or (dest.suffix + ".tmp"), dir=parent)

@@ -90,8 +90,8 @@ def test_unwritable_output_as_root_too(img, tmp_path, tiny_checkpoint):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     r = run_cli("upscale", str(img), "-o", str(blocker / "o.png"), "--model", str(tiny_checkpoint))
-    assert r.returncode != 0
-    _no_traceback(r)
+    assert r.returncode == 2
+    assert "is a file, not a folder" in _no_traceback(r)
 
 
 def test_eval_prints_table_and_json(tmp_path, tiny_checkpoint, set5):
