@@ -75,3 +75,22 @@ def test_cli_export_bad_input(tiny_checkpoint, tmp_path):
         assert not out.exists() and not list(tmp_path.glob(".m.onnx*"))
     r = run_cli("export", "--model", str(tiny_checkpoint), "-o", str(tmp_path / "m.txt"))
     assert r.returncode == 2 and ".onnx" in r.stderr
+
+
+def test_fast_export_keeps_the_math(tiny_checkpoint, tmp_path):
+    """--fast rewrites the graph (no PRelu left) and records it, with the same output as the plain export."""
+    import numpy as np
+    import onnx
+
+    from deploy.export import export_onnx
+    from edge_sr.backends import open_upscaler
+
+    plain = export_onnx(tiny_checkpoint, tmp_path / "plain.onnx", residual=True, verify=False).path
+    fast = export_onnx(tiny_checkpoint, tmp_path / "fast.onnx", residual=True, fast=True).path
+    ops = {n.op_type for n in onnx.load(str(fast)).graph.node}
+    assert "PRelu" not in ops and "Max" in ops
+    meta = {p.key: p.value for p in onnx.load(str(fast)).metadata_props}
+    assert "rewrite_prelu" in meta["edge_sr.fast_graph"]
+    y = np.random.default_rng(0).uniform(0, 1, (23, 31)).astype(np.float32)
+    a, b = open_upscaler(plain), open_upscaler(fast)
+    assert b.output_is_residual and np.abs(a.residual(y) - b.residual(y)).max() < 1e-5
