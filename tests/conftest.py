@@ -25,20 +25,24 @@ def _data_root() -> Path | None:
     return None
 
 
-def _has_tensorrt_gpu() -> str | None:
-    """None when a GPU with TensorRT is usable, else the reason."""
+def _has_nvidia_gpu() -> str | None:
+    """None when an NVIDIA GPU is present, else the reason (tests needing TensorRT or CUDA torch check those too)."""
     if shutil.which("nvidia-smi") is None and not Path("/etc/nv_tegra_release").exists():
         return "no NVIDIA GPU (nvidia-smi not found)"
+    return None
+
+
+def require_tensorrt():
+    """Skip (with the reason) unless TensorRT imports; for `gpu` tests that build engines."""
     try:
         import tensorrt  # noqa: F401
     except Exception as exc:  # pragma: no cover - depends on the machine
-        return f"TensorRT not importable ({exc})"
-    return None
+        pytest.skip(f"TensorRT not importable ({exc})")
 
 
 def pytest_collection_modifyitems(config, items):
     reasons = {
-        "gpu": _has_tensorrt_gpu(),
+        "gpu": _has_nvidia_gpu(),
         "jetson": None if Path("/etc/nv_tegra_release").exists() else "not a Jetson (/etc/nv_tegra_release absent)",
         "pi": None
         if Path("/proc/device-tree/model").exists() and "Raspberry Pi" in Path("/proc/device-tree/model").read_text(errors="ignore")

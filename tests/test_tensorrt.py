@@ -250,6 +250,9 @@ def _psnr(a, b):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_real_engine_matches_onnxruntime(onnx_models, qdq_model, tmp_path, precision, set5):
+    from conftest import require_tensorrt
+
+    require_tensorrt()
     from deploy.tensorrt_build import build_engine
 
     from edge_sr.backends import open_upscaler

@@ -95,3 +95,28 @@ def test_torchrun_two_cpu_processes(hr_folder, tmp_path):
     state = torch.load(out / "state.pt", weights_only=True)
     assert isinstance(state["sampler"], list) and len(state["sampler"]) == 2
     assert state["sampler"][0] != state["sampler"][1]  # each rank draws its own patches
+
+
+@pytest.mark.gpu
+def test_cuda_training_resumes_a_cpu_run(hr_folder, tmp_path):
+    """A run started on the CPU continues on CUDA (and the weights stay usable on the CPU)."""
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    from train.loop import train
+
+    from edge_sr.model import DCSCN
+
+    run = tmp_path / "run"
+    train(_args(hr_folder, run, epochs=4, device="cpu"), progress=False, max_steps=6)
+    res = train(_args(hr_folder, run, epochs=4, device="cuda"), resume=True, progress=False)
+    assert res["step"] == 16 and res["epoch"] == 4
+    lines = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in lines)
+    cfg, w, _ = load_checkpoint(run / "last.safetensors")
+    m = DCSCN(cfg)
+    m.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()}, strict=True)
+    x = torch.rand(1, 1, 24, 20)
+    with torch.no_grad():
+        a = m(x)
+        b = m.cuda()(x.cuda()).cpu()
+    assert torch.allclose(a, b, atol=1e-4)

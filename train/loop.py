@@ -134,6 +134,9 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
     threads = args.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(threads)
     device = _device(args.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick the fastest kernels once
     torch.manual_seed(args.seed)
 
     config = args.model_config()
@@ -183,7 +186,8 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
         bar = tqdm(total=total, initial=step, desc=f"train {config.preset} x{config.scale}", unit="step", dynamic_ncols=True)
     done_here = 0
     t_last = time.time()
-    loss_acc, n_acc = 0.0, 0
+    # the running loss stays on the device: a float() per step would wait for the GPU every step
+    loss_acc, n_acc = torch.zeros((), device=device), 0
     model.train()
     while step < total and (max_steps is None or done_here < max_steps):
         lr_np, hr_np = sampler.batch(args.batch)
@@ -200,12 +204,12 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
         opt.step()
         step += 1
         done_here += 1
-        loss_acc += float(loss.detach())
+        loss_acc += loss.detach()
         n_acc += 1
         if bar is not None:
             bar.update(1)
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_acc / n_acc:.5f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{float(loss_acc) / n_acc:.5f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
         end_of_epoch = step % args.steps_per_epoch == 0
         if end_of_epoch or step == total or (max_steps is not None and done_here >= max_steps):
             now = time.time()
@@ -224,10 +228,10 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
                 dist.all_gather_object(samplers, sampler.state())
             if rank == 0:
                 rec = {
-                    "epoch": epoch, "step": step, "loss": loss_acc / max(1, n_acc), "val_psnr": psnr,
+                    "epoch": epoch, "step": step, "loss": float(loss_acc) / max(1, n_acc), "val_psnr": psnr,
                     "lr": opt.param_groups[0]["lr"], "wall_s": round(wall, 1), "patches": step * args.batch * world,
                 }
-                loss_acc, n_acc = 0.0, 0
+                loss_acc, n_acc = torch.zeros((), device=device), 0
                 info = {"args": dataclasses.asdict(args), "epoch": epoch, "step": step, "val_psnr": psnr,
                         "wall_s": round(wall, 1), "torch": torch.__version__, "world_size": world}
                 save_checkpoint(out / "last.safetensors", config, _state_dict_numpy(model), info)
