@@ -120,3 +120,22 @@ def test_cuda_training_resumes_a_cpu_run(hr_folder, tmp_path):
         a = m(x)
         b = m.cuda()(x.cuda()).cpu()
     assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_init_fine_tunes_from_a_checkpoint(hr_folder, tmp_path):
+    from train.loop import train
+
+    train(_args(hr_folder, tmp_path / "base", epochs=1), progress=False)
+    base = tmp_path / "base" / "last.safetensors"
+    # one step at learning rate 0 after init: the weights are the checkpoint's, bit for bit
+    train(_args(hr_folder, tmp_path / "ft", epochs=1, init=str(base), lr=0.0, lr_min=0.0), progress=False, max_steps=1)
+    _, a, _ = load_checkpoint(base)
+    _, b, _ = load_checkpoint(tmp_path / "ft" / "last.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # a checkpoint of another network is refused in one line, nothing written
+    r = run_cli("train", "--data", str(hr_folder), "--out", str(tmp_path / "bad"), "--preset", "normal",
+                "--init", str(base), "--patch", "16", "--batch", "2", "--epochs", "1", "--steps-per-epoch", "1",
+                "--no-progress")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "compact x2" in r.stderr, r.stderr

@@ -38,6 +38,8 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: cores / local processes)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--init", default=None, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights (same preset and scale), new optimizer and schedule")
     p.add_argument("--resume", action="store_true", help="continue exactly from --out/state.pt")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
     p.add_argument("--no-progress", action="store_true")
@@ -77,7 +79,7 @@ def run(args) -> int:
         epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch, patch=args.patch,
         lr=args.lr, lr_min=args.lr_min, warmup_steps=args.warmup_steps, schedule=args.schedule, loss=args.loss,
         grad_clip=args.grad_clip, weight_decay=args.weight_decay, seed=args.seed, threads=args.threads,
-        device=args.device,
+        device=args.device, init=args.init,
     )
     if targs.val and not Path(targs.val).is_dir():
         raise EdgeSRError(f"validation folder not found: {targs.val}")
