@@ -271,3 +271,114 @@ def test_real_engine_matches_onnxruntime(onnx_models, qdq_model, tmp_path, preci
         got = bic + trt_up.residual(y)
         p = _psnr(got, ref)
     assert p > {"fp32": 60, "fp16": 45, "int8": 35}[precision], f"{precision}: {p:.1f} dB vs ONNX Runtime"
+
+
+# -- pycuda: the driver API's current context is per thread ------------------------------------
+
+def _fake_pycuda_driver():
+    """A stand-in for pycuda.driver that enforces what the real driver API does: memory calls fail
+    ('invalid device context') in a thread where no context is current."""
+    import threading
+    import types
+
+    drv = types.ModuleType("pycuda.driver")
+    tls = threading.local()
+    drv.log = []
+
+    def stack():
+        if not hasattr(tls, "stack"):
+            tls.stack = []
+        return tls.stack
+
+    def need_ctx(what):
+        if not stack():
+            raise RuntimeError(f"{what} failed: invalid device context")
+        drv.log.append((what, threading.current_thread().name))
+
+    class Ctx:
+        detached = 0
+
+        def push(self):
+            stack().append(self)
+
+        def pop(self):
+            stack().pop()
+
+        def detach(self):
+            Ctx.detached += 1
+
+    class Device:
+        def __init__(self, i):
+            pass
+
+        def retain_primary_context(self):
+            return Ctx()
+
+        def name(self):
+            return "Fake Orin"
+
+        def compute_capability(self):
+            return (8, 7)
+
+    class Alloc:
+        def __init__(self, n):
+            need_ctx("mem_alloc")
+
+        def __int__(self):
+            return 0x1000
+
+        def free(self):
+            need_ctx("mem_free")
+
+    class Stream:
+        handle = 7
+
+        def __init__(self):
+            need_ctx("stream")
+
+        def synchronize(self):
+            need_ctx("sync")
+
+    drv.init = lambda: None
+    drv.Device, drv.Ctx, drv.Stream = Device, Ctx, Stream
+    drv.mem_alloc = Alloc
+    drv.pagelocked_empty = lambda n, dt: (need_ctx("pagelocked_empty"), np.zeros(n, dt))[1]
+    drv.memcpy_htod_async = lambda d, h, s: need_ctx("htod")
+    drv.memcpy_dtoh_async = lambda h, d, s: need_ctx("dtoh")
+    return drv
+
+
+def test_pycuda_works_from_another_thread(monkeypatch):
+    """The stream opens the engine on the main thread and infers on its upscale thread."""
+    import threading
+    import types
+
+    from edge_sr.backends.tensorrt import Buffer, _PyCuda
+
+    drv = _fake_pycuda_driver()
+    pkg = types.ModuleType("pycuda")
+    pkg.driver = drv
+    monkeypatch.setitem(sys.modules, "pycuda", pkg)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", drv)
+
+    cuda = _PyCuda()
+    buf = Buffer(cuda, 16)
+    _, stream = cuda.stream()
+    errors = []
+
+    def worker():
+        try:
+            cuda.htod(buf.dptr, buf.host, 64, stream)
+            cuda.dtoh(buf.host, buf.dptr, 64, stream)
+            cuda.sync(stream)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    th = threading.Thread(target=worker, name="edge-sr-upscale")
+    th.start()
+    th.join()
+    assert not errors, errors
+    assert [w for w, t in drv.log if t == "edge-sr-upscale"] == ["htod", "dtoh", "sync"]
+    buf.free()
+    cuda.close()
+    assert drv.Ctx.detached == 1

@@ -33,47 +33,84 @@ def sidecar_path(engine_path) -> Path:
 # -- CUDA memory: small owner classes over pycuda or cuda-python ----------------------------------
 
 class _PyCuda:
-    """pycuda: the primary context of device 0 (the one TensorRT's runtime uses)."""
+    """pycuda: the primary context of device 0 (the one TensorRT's runtime uses).
+
+    pycuda speaks the driver API, whose current context is per thread: the stream opens the upscaler on
+    the main thread and runs it on its upscale thread, so every call first makes the context current in
+    the calling thread (pushed once per thread, popped by close() on the threads that pushed it)."""
 
     name = "pycuda"
 
     def __init__(self):
+        import threading
+
         self.cuda = require("pycuda.driver", "TensorRT device buffers")
         self.cuda.init()
         self.ctx = self.cuda.Device(0).retain_primary_context()
-        self.ctx.push()
+        self._tls = threading.local()
+        self._lock = threading.Lock()
+        self._pushed_threads = 0
+        self._enter()
+
+    def _enter(self) -> None:
+        if not getattr(self._tls, "pushed", False):
+            self.ctx.push()
+            self._tls.pushed = True
+            with self._lock:
+                self._pushed_threads += 1
 
     def device(self) -> tuple[str, str]:
         d = self.cuda.Device(0)
         return d.name(), "%d.%d" % d.compute_capability()
 
     def malloc(self, nbytes: int):
+        self._enter()
         a = self.cuda.mem_alloc(max(1, nbytes))
-        return int(a), a.free
+
+        def free():
+            self._enter()
+            a.free()
+
+        return int(a), free
 
     def host_empty(self, count: int):
+        self._enter()
         arr = self.cuda.pagelocked_empty(count, np.float32)
-        return arr, (lambda: arr.base.free() if hasattr(arr.base, "free") else None)
+
+        def free():
+            self._enter()
+            if hasattr(arr.base, "free"):
+                arr.base.free()
+
+        return arr, free
 
     def stream(self):
+        self._enter()
         s = self.cuda.Stream()
         return s.handle, s
 
     def htod(self, dptr: int, host: np.ndarray, nbytes: int, stream) -> None:
+        self._enter()
         self.cuda.memcpy_htod_async(dptr, host[: nbytes // host.itemsize], stream)
 
     def dtoh(self, host: np.ndarray, dptr: int, nbytes: int, stream) -> None:
+        self._enter()
         self.cuda.memcpy_dtoh_async(host[: nbytes // host.itemsize], dptr, stream)
 
     def sync(self, stream) -> None:
+        self._enter()
         stream.synchronize()
 
     def destroy_stream(self, stream) -> None:
         pass  # pycuda frees the stream with its object
 
     def close(self) -> None:
+        # pop on this thread if it pushed; a worker thread that pushed has ended (or ends) with the context
+        # on its stack, which holds no reference: detach() releases the primary context once.
         try:
-            self.ctx.pop()
+            if getattr(self._tls, "pushed", False):
+                self.ctx.pop()
+                self._tls.pushed = False
         finally:
             self.ctx.detach()
 
