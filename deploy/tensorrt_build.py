@@ -258,7 +258,7 @@ def build_engine(
         config.add_optimization_profile(profile)
         if feat["tf32_flag"] and precision == "fp32":
             config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32
-        calibrator = None
+        calibrator = calib_cuda = None
         if precision == "fp16" and feat["fp16_flag"]:
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "int8":
@@ -278,8 +278,8 @@ def build_engine(
                 from calibration.tensorrt_calibrator import make_entropy_calibrator
 
                 cache = Path(calib_cache) if calib_cache else out.with_name(out.name + ".calib.cache")
-                calibrator = make_entropy_calibrator(trt, calib_images, cache, opt, cuda=None if calib_images is None
-                                                     else cuda_api())
+                calib_cuda = None if calib_images is None else cuda_api()
+                calibrator = make_entropy_calibrator(trt, calib_images, cache, opt, cuda=calib_cuda)
                 config.set_flag(trt.BuilderFlag.INT8)
                 config.int8_calibrator = calibrator
                 if hasattr(config, "set_calibration_profile"):
@@ -302,6 +302,8 @@ def build_engine(
         finally:
             if calibrator is not None:
                 calibrator.free()
+            if calib_cuda is not None:
+                calib_cuda.close()
         if plan is None:
             detail = "; ".join(logger.errors[-5:]) or "see the TensorRT log above"
             raise EdgeSRError(f"TensorRT could not build a {precision} engine from {onnx_path.name}: {detail}")

@@ -153,9 +153,10 @@ def test_implicit_int8_calibrator_writes_cache_and_rebuilds_from_it(fake, onnx_m
     imgs.mkdir()
     for i in range(8):
         cv2.imwrite(str(imgs / f"{i}.png"), textured_bgr(60, 80, seed=i))
-    trt, _ = fake("10.3.0")
+    trt, cuda = fake("10.3.0")
     cache = tmp_path / "calib.cache"
     _build(onnx_models[0], tmp_path / "a.engine", precision="int8", shape=(48, 64), calib_images=imgs, calib_cache=cache)
+    assert not cuda.live and cuda.closed  # the calibrator's device and pinned buffers are freed after the build
     rec = trt.calls[-1]
     assert "INT8" in rec["flags"] and rec["calibrator"] == {"from_cache": False, "batches": 16}
     assert rec["calibration_profile"] and cache.is_file()
