@@ -48,16 +48,12 @@ class _PyCuda:
         self.cuda.init()
         self.ctx = self.cuda.Device(0).retain_primary_context()
         self._tls = threading.local()
-        self._lock = threading.Lock()
-        self._pushed_threads = 0
         self._enter()
 
     def _enter(self) -> None:
         if not getattr(self._tls, "pushed", False):
             self.ctx.push()
             self._tls.pushed = True
-            with self._lock:
-                self._pushed_threads += 1
 
     def device(self) -> tuple[str, str]:
         d = self.cuda.Device(0)
