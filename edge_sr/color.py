@@ -79,8 +79,9 @@ def merge_residual(frame_bgr_u8: np.ndarray, residual_y: np.ndarray, scale: int)
     gray = is_gray(frame_bgr_u8)
     lr = frame_bgr_u8.reshape(frame_bgr_u8.shape[:2]) if gray else frame_bgr_u8
     up = upscale_bicubic(lr.astype(np.float32), scale)
-    gain = np.float32(255.0 if gray else 255.0 * Y_TO_RGB_GAIN)
+    full = 65535.0 if frame_bgr_u8.dtype == np.uint16 else 255.0  # a uint16 frame stays 16-bit
+    gain = np.float32(full if gray else full * Y_TO_RGB_GAIN)
     delta = residual_y.reshape(up.shape[:2]).astype(np.float32, copy=False) * gain
     np.add(up, delta if gray else delta[..., None], out=up)  # in place, broadcast over B, G, R
     # rounded and saturated to uint8 by OpenCV in one pass (much faster than numpy clip/astype)
-    return cv2.add(up, (0, 0, 0, 0), dtype=cv2.CV_8U)
+    return cv2.add(up, (0, 0, 0, 0), dtype=cv2.CV_16U if full > 255 else cv2.CV_8U)

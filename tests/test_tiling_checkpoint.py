@@ -2,13 +2,11 @@ import numpy as np
 import pytest
 
 from conftest import textured_bgr
-from edge_sr.backends import open_upscaler
+from edge_sr.backends import Upscaler, open_upscaler
 from edge_sr.checkpoint import load_checkpoint, save_checkpoint
 from edge_sr.config import preset
 from edge_sr.errors import EdgeSRError
-from edge_sr.pipeline import residual_tiled, upscale_frame
-
-torch = pytest.importorskip("torch")
+from edge_sr.pipeline import plan_tiles, residual_tiled, upscale_frame
 
 
 def test_tiled_equals_untiled(tiny_checkpoint):
@@ -30,6 +28,108 @@ def test_tiled_colour_frame_equals_untiled(tiny_checkpoint):
     a = upscale_frame(up, img, tile=None)
     b = upscale_frame(up, img, tile=20)
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+class Limited(Upscaler):
+    """A backend with a TensorRT-style input profile around a real model: any input outside
+    [min, max] (or other than the fixed shape) is refused, as ``TensorRTUpscaler.check_shape``
+    and ONNX Runtime's static shapes do. Records every input shape."""
+
+    def __init__(self, inner, lo=None, hi=None, fixed=None):
+        self.inner, self.scale, self.config = inner, inner.scale, inner.config
+        self.min_lr_shape, self.max_lr_shape, self.fixed_lr_shape = lo, hi, fixed
+        if fixed is not None:
+            self.min_lr_shape = self.max_lr_shape = fixed
+        self.calls = []
+
+    def infer(self, y):
+        h, w = y.shape
+        (h0, w0), (h1, w1) = self.min_lr_shape or (1, 1), self.max_lr_shape or (10**9, 10**9)
+        if not (h0 <= h <= h1 and w0 <= w <= w1):
+            raise EdgeSRError(f"LR input {w}x{h} is outside the engine's profile ({w0}x{h0} .. {w1}x{h1})")
+        self.calls.append((h, w))
+        return self.inner.residual(y)
+
+
+@pytest.fixture(scope="module")
+def ort_compact():
+    pytest.importorskip("onnxruntime")
+    from edge_sr.backends import shipped_path
+
+    p = shipped_path("compact", 2, "onnx")
+    if not p.is_file():
+        pytest.skip(f"no shipped ONNX model ({p.name})")
+    with open_upscaler(p, threads=1) as up:
+        yield up
+
+
+# (frame h, w) x limits: non-square limits both ways, tall and wide frames, a frame smaller than
+# the fixed shape, the README's Jetson recipe scaled down (engine 48x64, camera 72x128)
+LIMITS = [
+    (dict(hi=(48, 80)), (150, 70)),    # tall frame, wide limit
+    (dict(hi=(80, 48)), (70, 150)),    # wide frame, tall limit
+    (dict(hi=(64, 40)), (150, 70)),    # tall frame, tall limit
+    (dict(fixed=(48, 64)), (72, 128)),  # static engine, camera of another size (the Jetson recipe)
+    (dict(fixed=(64, 48)), (128, 72)),
+    (dict(lo=(40, 56), hi=(60, 90)), (100, 130)),
+]
+
+
+@pytest.mark.parametrize("limits,shape", LIMITS)
+def test_tiling_under_backend_limits_equals_untiled(ort_compact, limits, shape):
+    up = Limited(ort_compact, **limits)
+    img = textured_bgr(*shape, seed=3)
+    y = img[..., 1].astype(np.float32) / 255
+    full = ort_compact.residual(y)  # the dynamic model, untiled: the reference
+    tiled = residual_tiled(up, y, tile=None)
+    assert tiled.shape == full.shape
+    assert np.abs(full - tiled).max() < 1e-4  # context and inward-shifted edge windows: no seam anywhere
+    lo, hi = up.min_lr_shape or (1, 1), up.max_lr_shape
+    assert all(lo[0] <= h <= hi[0] and lo[1] <= w <= hi[1] for h, w in up.calls)
+    if up.fixed_lr_shape:
+        assert set(up.calls) == {up.fixed_lr_shape}
+    # no wasted calls: rows and columns each split by the tile that fits that axis
+    ov = 2 * (ort_compact.config.receptive_radius + 4)
+    n_rows = -(-shape[0] // (hi[0] - ov)) if shape[0] > hi[0] else 1
+    n_cols = -(-shape[1] // (hi[1] - ov)) if shape[1] > hi[1] else 1
+    assert len(up.calls) == n_rows * n_cols
+    # the colour frame through the streaming (tile by tile) colour path equals the untiled one
+    up.calls.clear()
+    a = upscale_frame(ort_compact, img)
+    b = upscale_frame(up, img)
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+    assert len(up.calls) == n_rows * n_cols
+
+
+def test_frame_smaller_than_the_fixed_shape_is_padded_then_cropped(ort_compact):
+    up = Limited(ort_compact, fixed=(48, 64))
+    img = textured_bgr(30, 41, seed=4)
+    out = upscale_frame(up, img)
+    assert out.shape == (60, 82, 3) and up.calls == [(48, 64)]
+    ref = upscale_frame(ort_compact, img)
+    # edge replication is not the zero padding of the untiled run: the inside still agrees
+    r = 2 * (ort_compact.config.receptive_radius + 1)
+    assert np.abs(out.astype(int) - ref.astype(int))[: -r, : -r].max() <= 1
+    plan = plan_tiles(30, 41, up)
+    assert (plan[0].pad_h, plan[0].pad_w) == (18, 23)
+
+
+def test_limit_too_small_for_the_context_is_one_clear_error(ort_compact):
+    up = Limited(ort_compact, hi=(30, 30))
+    with pytest.raises(EdgeSRError, match="no room for 12 px of context"):
+        upscale_frame(up, textured_bgr(40, 40))
+
+
+def test_uint16_frames_stay_16_bit(ort_compact):
+    img8 = textured_bgr(24, 30, seed=5)
+    img16 = img8.astype(np.uint16) * 257  # the same picture at 16 bits
+    out16 = upscale_frame(ort_compact, img16, tile=None)
+    out8 = upscale_frame(ort_compact, img8, tile=None)
+    assert out16.dtype == np.uint16 and out16.shape == (48, 60, 3)
+    assert np.abs(out16 / 257.0 - out8).max() <= 0.51  # same result, finer steps
+    assert (out16 % 257 != 0).mean() > 0.5  # really 16-bit values, not 8-bit ones scaled up
+    tiled = upscale_frame(ort_compact, img16, tile=10)
+    assert np.abs(tiled.astype(int) - out16.astype(int)).max() <= 1
 
 
 def test_checkpoint_round_trip(tmp_path, tiny_checkpoint):

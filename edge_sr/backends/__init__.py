@@ -37,6 +37,8 @@ class Upscaler(ABC):
     max_lr_shape: tuple[int, int] | None = None
     # fixed LR shape for backends that only take one (TensorRT static profile); None: dynamic
     fixed_lr_shape: tuple[int, int] | None = None
+    # smallest LR input the backend accepts (TensorRT profile minimum); the pipeline pads up to it
+    min_lr_shape: tuple[int, int] | None = None
 
     @abstractmethod
     def infer(self, y_lr_f32: np.ndarray) -> np.ndarray: ...
