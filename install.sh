@@ -4,6 +4,7 @@
 #   ./install.sh --test          + what the tests need (torch==2.13.0 CPU on x86-64, onnx, pytest, matplotlib)
 #   ./install.sh --train         + training/export (torch, onnx)
 #   ./install.sh --bench         + plotting for edge-sr bench (matplotlib)
+#   ./install.sh --gui           OpenCV with GUI (windows: edge-sr stream --display) instead of the headless one, where a desktop exists
 #   ./install.sh --prefix DIR    virtual environment in DIR (default: .venv in the repo)
 #   ./install.sh --platform P    force x86_64 | jetson | pi | aarch64 (default: detected)
 #   ./install.sh --print-platform  print the detected platform and exit
@@ -12,7 +13,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 prefix="$here/.venv"
-want_train=0 want_test=0 want_bench=0 platform="" force=0 print_platform=0
+want_train=0 want_test=0 want_bench=0 want_gui=0 platform="" force=0 print_platform=0 print_extras=0
 python=${PYTHON:-python3}
 
 die() { echo "install.sh: error: $*" >&2; exit 1; }
@@ -25,12 +26,14 @@ while [ $# -gt 0 ]; do
     --train) want_train=1 ;;
     --test) want_test=1 ;;
     --bench) want_bench=1 ;;
+    --gui) want_gui=1 ;;
+    --print-extras) print_extras=1 ;;
     --all) want_train=1 want_test=1 want_bench=1 ;;
     --platform) [ $# -ge 2 ] || die "--platform needs a value"; platform=$2; shift ;;
     --platform=*) platform=${1#--platform=} ;;
     --force) force=1 ;;
     --print-platform) print_platform=1 ;;
-    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -62,8 +65,24 @@ case "$platform" in
   jetson|pi) venv_flags="--system-site-packages" ;;  # TensorRT / picamera2 / GStreamer OpenCV come from apt
 esac
 # OpenCV: on Jetson keep the system build (GStreamer for CSI cameras); a pip wheel would shadow it
+# --gui: a GUI OpenCV (opencv-contrib-python) in place of the headless one, only where a desktop exists
+has_desktop() {
+  [ -n "${EDGE_SR_DESKTOP+x}" ] && { [ "$EDGE_SR_DESKTOP" = 1 ]; return; }
+  [ -n "${DISPLAY:-}" ] || [ -n "${WAYLAND_DISPLAY:-}" ] || [ -n "${XDG_CURRENT_DESKTOP:-}" ] \
+    || ls /usr/share/xsessions/*.desktop /usr/share/wayland-sessions/*.desktop >/dev/null 2>&1
+}
+gui=0
+if [ $want_gui = 1 ]; then
+  if has_desktop; then gui=1
+  else say "--gui: no desktop here (no DISPLAY/WAYLAND_DISPLAY, no X or Wayland session): keeping the headless OpenCV; watch with --http instead"
+  fi
+fi
 if [ "$platform" = jetson ] && "$python" -c 'import cv2' 2>/dev/null; then
   say "using the system OpenCV (it has GStreamer for CSI cameras); not installing a pip OpenCV"
+  [ $gui = 1 ] && say "--gui: JetPack's OpenCV is built with GTK: windows work with it as it is"
+  gui=0
+elif [ $gui = 1 ]; then
+  extras="gui"
 else
   extras="cv"
 fi
@@ -73,10 +92,12 @@ if [ "$platform" = jetson ] && "$python" -c 'import onnxruntime' 2>/dev/null; th
 else
   extras="$extras,ort"
 fi
+extras="$extras,http"  # the stream's HTTP output: prometheus_client, h11
 [ $want_train = 1 ] && extras="$extras,train"
 [ $want_test = 1 ] && extras="$extras,test,train,bench"
 [ $want_bench = 1 ] && extras="$extras,bench"
 extras=$(echo "$extras" | tr ',' '\n' | grep -v '^$' | sort -u | paste -sd, -)
+if [ $print_extras = 1 ]; then echo "$extras"; exit 0; fi
 if { [ $want_train = 1 ] || [ $want_test = 1 ]; } && [ "$platform" != x86_64 ]; then
   say "note: torch on $platform comes from PyPI's aarch64 wheel (CPU); on a Jetson use NVIDIA's torch wheel instead if you train there"
 fi
@@ -102,7 +123,23 @@ else
     tail -n 25 "$log" >&2
     die "pip install failed (last lines above; whole log: $log)"
   fi
+  # opencv-contrib-python and its -headless twin install the same cv2 folder: keep exactly one
+  case ",$extras," in
+    *,gui,*) drop=opencv-contrib-python-headless keep="opencv-contrib-python>=4.5" ;;
+    *,cv,*) drop=opencv-contrib-python keep="opencv-contrib-python-headless>=4.5" ;;
+    *) drop="" keep="" ;;
+  esac
+  if [ -n "$drop" ] && "${pip[@]}" show "$drop" >/dev/null 2>&1; then
+    say "replacing $drop with ${keep%%>*}"
+    "${pip[@]}" uninstall -y "$drop" >> "$log" 2>&1 || die "could not remove $drop (log: $log)"
+    "${pip[@]}" install --force-reinstall --no-deps "$keep" >> "$log" 2>&1 || die "could not install $keep (log: $log)"
+  fi
   echo "$sig" > "$stamp"
+fi
+if [ $gui = 1 ]; then
+  "$prefix/bin/python" -c 'import re, sys, cv2; m = re.search(r"GUI:\s*(\S+)", cv2.getBuildInformation()); sys.exit(not (m and m.group(1).upper() not in ("NONE", "NO")))' \
+    && say "OpenCV with GUI support: edge-sr stream --display works" \
+    || say "warning: this OpenCV still has no GUI support (see $prefix/install.log)"
 fi
 
 # ---- what the device still needs from apt ---------------------------------------------------------

@@ -213,7 +213,7 @@ class Stream:
             sr = colour_stage(upscaler, frame, result)  # overlaps the model's next frame
             out = side_by_side(frame, sr) if self.side_by_side else sr
             for sink in self.sinks:
-                sink.write(out)
+                sink.write_pair(frame, out)
             now = time.perf_counter()
             st_out.record((now - t0) * 1e3)
             st_e2e.record((now - t_cap) * 1e3)
@@ -226,10 +226,13 @@ class Stream:
 
     def extra_fields(self) -> dict:
         rec: dict = {"reconnects": self.source.reconnects}
+        if getattr(self.source, "skipped", 0):
+            rec["source_errors"] = self.source.skipped
         for sink in self.sinks:
             hub = getattr(sink, "hub", None)
             if hub is not None:
                 rec["viewers"] = getattr(sink, "viewers", 0)
+                rec["viewers_served"] = getattr(sink, "viewers_served", 0)
                 rec["viewer_dropped"] = hub.viewer_dropped
         return rec
 

@@ -157,7 +157,7 @@ def test_mjpeg_page_stream_metrics_stats(server):
         c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         c.request("GET", "/")
         r = c.getresponse()
-        assert r.status == 200 and b'<img src="/stream.mjpg"' in r.read()
+        assert r.status == 200 and b'<img id="live" src="/stream.mjpg"' in r.read()
         c.request("GET", "/metrics")
         r = c.getresponse()
         assert r.status == 200 and r.getheader("Content-Type").startswith("text/plain")
@@ -186,7 +186,7 @@ def test_slow_viewer_drops_frames_not_the_pipeline(server):
     # a viewer that connects and then does not read at all
     slow = socket.create_connection(("127.0.0.1", server.port), timeout=10)
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    slow.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: x\r\n\r\n")
+    slow.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     # a fast viewer alongside
     fast = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     fast.request("GET", "/stream.mjpg")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
-import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -218,11 +218,10 @@ def test_telemetry_record_energy_prometheus_and_files(tmp_path, caplog):
         assert rec["energy_per_frame_j"] == pytest.approx(5.0 / rec["output_fps"], rel=1e-3)
         line = [r.getMessage() for r in caplog.records if r.getMessage().startswith("{")][-1]
         assert json.loads(line)["event"] == "stats"  # one JSON line on the log
-        text = tel.prometheus_text()
+        fams = parse_metrics(tel.prometheus_text())
         tel.close()
-        for ln in text.splitlines():
-            assert ln.startswith("# ") or re.match(r'^edge_sr_[a-z_]+(\{[a-z]+="[^"]*"(,[a-z]+="[^"]*")*\})? \S+$', ln), ln
-        assert 'edge_sr_fps{stage="model"} 25' in text and "edge_sr_power_watts 5" in text
+        assert sample(fams, "edge_sr_frames_per_second", stage="model") == pytest.approx(25.0)
+        assert sample(fams, "edge_sr_power_watts") == 5.0
         if kind == "csv":
             rows = list(csv.DictReader(open(tmp_path / "m.csv")))
             assert rows[0]["power_w"] == "5.0"
@@ -230,6 +229,75 @@ def test_telemetry_record_energy_prometheus_and_files(tmp_path, caplog):
             assert json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])["power_meter"] == "const"
     s = tel.summary()
     assert s["power_w_mean"] == 5.0 and s["frames"] == 5
+
+
+def parse_metrics(text: str) -> dict:
+    """{family name: family} through prometheus_client's own parser (fails on malformed text)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def sample(fams: dict, name: str, suffix: str = "", **labels):
+    fam = fams[name]
+    got = [s.value for s in fam.samples if s.name == name + suffix and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(got) == 1, (name, suffix, labels, fam.samples)
+    return got[0]
+
+
+def test_metrics_by_the_book_parse_base_units_counters_histograms():
+    tel = Telemetry(60.0, _ConstMeter())
+    tel.extra = lambda: {"reconnects": 3, "viewers": 2, "viewers_served": 7, "viewer_dropped": 11}
+    tel.start()
+    for i in range(5):
+        tel.stage("model").record(40.0)  # 0.04 s each
+        tel.stage("output").record(2.0)
+    tel.stage("capture").drop(4)
+    tel.emit()
+    fams = parse_metrics(tel.prometheus_text())
+    tel.close()
+    for name, fam in fams.items():
+        # base units only (seconds, bytes, ratios), never ms / MiB / percent
+        assert not any(u in name for u in ("_ms", "_mb", "percent", "milli")), name
+        if fam.type == "counter":
+            assert all(s.name.endswith(("_total", "_created")) for s in fam.samples), fam.samples
+        if fam.type == "gauge":
+            assert all("quantile" not in s.labels for s in fam.samples), name
+    assert fams["edge_sr_stage_latency_seconds"].type == "histogram"
+    assert sample(fams, "edge_sr_stage_latency_seconds", "_count", stage="model") == 5
+    assert sample(fams, "edge_sr_stage_latency_seconds", "_sum", stage="model") == pytest.approx(0.2)
+    assert sample(fams, "edge_sr_stage_latency_seconds", "_bucket", stage="model", le="0.05") == 5
+    assert sample(fams, "edge_sr_stage_latency_seconds", "_bucket", stage="model", le="0.033") == 0
+    assert sample(fams, "edge_sr_frames", "_total", stage="output") == 5
+    assert sample(fams, "edge_sr_dropped_frames", "_total", stage="capture") == 4
+    assert sample(fams, "edge_sr_source_reconnects", "_total") == 3
+    assert sample(fams, "edge_sr_viewers_served", "_total") == 7
+    assert sample(fams, "edge_sr_viewers") == 2
+    assert sample(fams, "process_resident_memory_bytes") > 1e6  # bytes, from prometheus_client's collector
+
+
+def test_telemetry_loop_logs_and_survives_its_own_errors(caplog):
+    """Out of file descriptors (slowloris) once killed the telemetry thread for good."""
+    calls = {"n": 0}
+
+    def extra():
+        calls["n"] += 1
+        if calls["n"] in (2, 3):
+            raise OSError(24, "Too many open files")
+        return {"reconnects": 0}
+
+    tel = Telemetry(0.1, extra=extra)
+    with caplog.at_level("INFO", logger="edge_sr.telemetry.report"):
+        tel.start()
+        deadline = time.monotonic() + 10
+        while calls["n"] < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tel.close()
+    msgs = [r.getMessage() for r in caplog.records]
+    assert calls["n"] >= 6, "the telemetry loop stopped after an error"
+    assert sum("Too many open files" in m and "still running" in m for m in msgs) == 2
+    assert sum(m.startswith('{"event": "stats"') for m in msgs) >= 3  # lines before and after the failures
+    assert tel.errors == 2
 
 
 def test_metrics_file_bad_input(tmp_path):

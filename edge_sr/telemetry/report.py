@@ -5,6 +5,11 @@ Fields of a line (``event: "stats"``): capture/output/model FPS (model = 1000 / 
 latency: what the network alone could do), p50/p95 latency per stage in ms, frames dropped in the
 window and in total, CPU %, 1-minute load, hottest temperature, process RSS, power in watts from
 the chosen meter and energy per output frame in joules when power is known.
+
+/metrics is made by prometheus_client from a registry of its own per Telemetry: counters
+(``_total``) for frames, drops, reconnects, viewers served and energy, a latency histogram per stage
+in seconds, gauges in base units, and the process collector (resident memory in bytes, CPU seconds,
+open file descriptors). The periodic loop logs and survives its own errors: a stream runs for days.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .system import CpuLoad, rss_mb, temperatures_c
 log = logging.getLogger(__name__)
 
 STAGES = ("capture", "upscale", "model", "output", "e2e")
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.033, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
 
 
 def _r(x: float | None, nd: int = 3):
@@ -92,6 +98,8 @@ class Telemetry:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.errors = 0  # failed samples (logged; the loop goes on)
+        self.registry = self._make_registry()
 
     def stage(self, name: str) -> StageStats:
         return self.stages[name]
@@ -157,7 +165,13 @@ class Telemetry:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.emit()
+            try:
+                self.emit()
+            except Exception as exc:  # noqa: BLE001 - out of file descriptors, a sensor gone...: log, go on
+                self.errors += 1
+                if self.errors <= 3 or self.errors % 100 == 0:
+                    log.warning("telemetry: this sample failed (%s: %s; %d so far); still running",
+                                type(exc).__name__, exc, self.errors)
 
     def start(self) -> "Telemetry":
         self._t0 = time.monotonic()
@@ -209,37 +223,31 @@ class Telemetry:
             rec["power_estimate"] = True
         return rec
 
+    def _make_registry(self):
+        """A prometheus_client registry for this run (None without prometheus_client: no /metrics)."""
+        try:
+            from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
+        except ImportError:
+            return None
+        reg = CollectorRegistry(auto_describe=True)
+        hist = Histogram("edge_sr_stage_latency_seconds", "Latency per pipeline stage (capture = wait for a frame, "
+                         "upscale = luma + network, model = network only, output = colour merge + outputs, "
+                         "e2e = capture to output).", ["stage"], buckets=LATENCY_BUCKETS_S, registry=reg)
+        for name, st in self.stages.items():
+            st.observe_s = hist.labels(stage=name).observe
+        reg.register(_TelemetryCollector(self))
+        ProcessCollector(registry=reg)  # process_resident_memory_bytes, process_cpu_seconds_total, open fds
+        return reg
+
     def prometheus_text(self) -> str:
-        """Prometheus text exposition (version 0.0.4) of the latest window and the run totals."""
-        with self._lock:
-            rec = dict(self.last)
-        lines: list[str] = []
+        """Prometheus text exposition of the run (prometheus_client's format)."""
+        if self.registry is None:
+            from ..lazy import require
 
-        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float | None]]) -> None:
-            vals = [(labels, v) for labels, v in samples if v is not None]
-            if not vals:
-                return
-            lines.append(f"# HELP edge_sr_{name} {help_}")
-            lines.append(f"# TYPE edge_sr_{name} {kind}")
-            for labels, v in vals:
-                lines.append(f"edge_sr_{name}{labels} {float(v):.6g}")
+            require("prometheus_client", "/metrics")
+        from prometheus_client import generate_latest
 
-        metric("fps", "gauge", "Frames per second over the last window, by stage.",
-               [(f'{{stage="{s}"}}', rec.get(f"{s}_fps")) for s in ("capture", "output", "model")])
-        metric("latency_ms", "gauge", "Per-stage latency over the last window, milliseconds.",
-               [(f'{{stage="{s}",quantile="{q}"}}', rec.get(f"{s}_p{int(float(q) * 100)}_ms"))
-                for s in STAGES for q in ("0.5", "0.95")])
-        metric("frames_total", "counter", "Frames completed since start, by stage.",
-               [(f'{{stage="{s}"}}', self.stages[s].total) for s in ("capture", "upscale", "output")])
-        metric("dropped_frames_total", "counter", "Frames dropped (replaced by a newer one) since start, by stage.",
-               [(f'{{stage="{s}"}}', self.stages[s].dropped_total) for s in ("capture", "output")])
-        metric("cpu_percent", "gauge", "Machine CPU busy percent.", [("", rec.get("cpu_percent"))])
-        metric("temperature_celsius", "gauge", "Hottest thermal zone.", [("", rec.get("temp_c"))])
-        metric("resident_memory_mb", "gauge", "Resident memory of the process, MiB.", [("", rec.get("rss_mb"))])
-        metric("power_watts", "gauge", f"Power from the {self.meter.name} meter.", [("", rec.get("power_w"))])
-        metric("energy_per_frame_joules", "gauge", "Power divided by output FPS.",
-               [("", rec.get("energy_per_frame_j"))])
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
 
     def stats_json(self) -> str:
         with self._lock:
@@ -247,3 +255,65 @@ class Telemetry:
         buf = io.StringIO()
         json.dump({"last": rec, "totals": {s: self.stages[s].total for s in STAGES}}, buf)
         return buf.getvalue()
+
+
+class _TelemetryCollector:
+    """Reads the telemetry's counters at scrape time (nothing counted twice)."""
+
+    def __init__(self, tel: Telemetry):
+        self.tel = tel
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        tel = self.tel
+        with tel._lock:
+            rec = dict(tel.last)
+        extra: dict = {}
+        if tel.extra is not None:
+            try:
+                extra = tel.extra()
+            except Exception:  # noqa: BLE001 - a scrape must not fail for one field
+                log.debug("telemetry extra fields", exc_info=True)
+        c = CounterMetricFamily("edge_sr_frames", "Frames completed since start, by stage.", labels=["stage"])
+        for s in ("capture", "upscale", "output"):
+            c.add_metric([s], tel.stages[s].total)
+        yield c
+        c = CounterMetricFamily("edge_sr_dropped_frames", "Frames replaced by a newer one before being processed, "
+                                "by stage.", labels=["stage"])
+        for s in ("capture", "output"):
+            c.add_metric([s], tel.stages[s].dropped_total)
+        yield c
+        if "reconnects" in extra:
+            yield CounterMetricFamily("edge_sr_source_reconnects", "Times the camera or stream was reopened.",
+                                      value=extra["reconnects"])
+        if "source_errors" in extra:
+            yield CounterMetricFamily("edge_sr_source_skipped_frames", "Frames the source could not decode and "
+                                      "skipped.", value=extra["source_errors"])
+        if "viewers" in extra:
+            yield GaugeMetricFamily("edge_sr_viewers", "MJPEG viewers now.", value=extra["viewers"])
+            yield CounterMetricFamily("edge_sr_viewers_served", "MJPEG viewer sessions started.",
+                                      value=extra.get("viewers_served", 0))
+            yield CounterMetricFamily("edge_sr_viewer_skipped_frames", "Frames MJPEG viewers skipped (too slow "
+                                      "for every frame).", value=extra.get("viewer_dropped", 0))
+        yield CounterMetricFamily("edge_sr_telemetry_errors", "Telemetry samples that failed.", value=tel.errors)
+        g = GaugeMetricFamily("edge_sr_frames_per_second", "Frames per second over the last telemetry window, by "
+                              "stage (model: 1 / mean model-only latency).", labels=["stage"])
+        for s in ("capture", "output", "model"):
+            if rec.get(f"{s}_fps") is not None:
+                g.add_metric([s], rec[f"{s}_fps"])
+        yield g
+        if rec.get("cpu_percent") is not None:
+            yield GaugeMetricFamily("edge_sr_cpu_busy_ratio", "Machine CPU busy fraction (0..1) over the last window.",
+                                    value=rec["cpu_percent"] / 100.0)
+        if rec.get("temp_c") is not None:
+            yield GaugeMetricFamily("edge_sr_temperature_celsius", "Hottest thermal zone.", value=rec["temp_c"])
+        if rec.get("power_w") is not None:
+            yield GaugeMetricFamily("edge_sr_power_watts", f"Power from the {tel.meter.name} meter.",
+                                    value=rec["power_w"])
+        if tel._power_n > 1:
+            yield CounterMetricFamily("edge_sr_energy_joules", "Energy since start (trapezoid of the power samples).",
+                                      value=tel.energy_j)
+        if rec.get("energy_per_frame_j") is not None:
+            yield GaugeMetricFamily("edge_sr_energy_per_frame_joules", "Power divided by output FPS.",
+                                    value=rec["energy_per_frame_j"])

@@ -36,6 +36,7 @@ class StageStats:
         self.latency_sum_ms = 0.0
         self.t_first: float | None = None
         self.t_last: float | None = None
+        self.observe_s = None  # optional callback with each latency in seconds (a Prometheus histogram)
 
     def record(self, latency_ms: float | None = None, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
@@ -49,6 +50,8 @@ class StageStats:
                 self._lat_ms.append(latency_ms)
                 self._lat_sum_ms += latency_ms
                 self.latency_sum_ms += latency_ms
+        if latency_ms is not None and self.observe_s is not None:
+            self.observe_s(latency_ms / 1e3)
 
     def drop(self, n: int = 1) -> None:
         with self._lock:
