@@ -1,7 +1,8 @@
 """Outputs of the stream, chosen by spec (after jetson-utils' videoOutput).
 
-    out.mp4 / out.avi / out.mkv    a video file (cv2.VideoWriter), written to a temporary name and
-                                   renamed when the stream stops (Ctrl-C, SIGTERM, end, --duration)
+    out.mp4 / .mkv / .webm / .avi  a video file (edge_sr.video: PyAV, H.264 in fragmented MP4 that
+                                   survives a crash; OpenCV's writer without PyAV), written to a
+                                   temporary name and renamed when the stream stops
     http://127.0.0.1:8080          an MJPEG page (multipart/x-mixed-replace) + /metrics + /stats
                                    (edge_sr.mjpeg: asyncio + h11, connection cap and deadlines)
     display://0                    a window, when a display exists and OpenCV has GUI support
@@ -27,7 +28,8 @@ from .errors import EdgeSRError
 
 log = logging.getLogger(__name__)
 
-VIDEO_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")  # edge_sr.video.CONTAINERS
+VIDEO_FOURCC = VIDEO_SUFFIXES  # the old name
 
 
 def _cv2():
@@ -72,77 +74,40 @@ class NullSink(Sink):
 
 
 class VideoFileSink(Sink):
-    """A video file, written to a temporary name beside it and renamed by ``close()``; the writer
-    opens on the first frame (its size); frames of another size are resized to it."""
+    """A video file (``edge_sr.video.Recording``: PyAV, H.264 in fragmented MP4 by default; OpenCV's
+    writer without PyAV). Validated when made (a folder, an unwritable place: one line at start);
+    leftovers of earlier runs are finalised then. Written under a hidden locked temporary and
+    renamed by ``close()``; a write error (disk full) raises ``edge_sr.video.WriteError`` from
+    ``write`` after keeping the frames so far playable under the final name.
 
-    def __init__(self, path: str | os.PathLike, fps: float, fourcc: str | None = None):
-        from .imageio import atomic_path
+    ``live=True``: frames are timed by when they arrive (the file plays in real time, variable frame
+    rate); ``live=False``: frame i at ``timestamps_s[i]`` or i / fps. ``audio_from``: copy the sound of
+    that file in step (a file source)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, fourcc: str | None = None, live: bool = False,
+                 audio_from: str | os.PathLike | None = None, timestamps_s: list[float] | None = None,
+                 **options):
+        from .video import Recording
 
         self.path = Path(path)
         self.name = f"file {self.path}"
-        ext = self.path.suffix.lower()
-        if ext not in VIDEO_FOURCC:
-            raise EdgeSRError(f"unsupported video output {self.path}: use one of {', '.join(sorted(VIDEO_FOURCC))}")
-        self.fourcc = (fourcc or VIDEO_FOURCC[ext])[:4]
-        if len(self.fourcc) != 4:
-            raise EdgeSRError(f"a FOURCC has 4 characters, got {fourcc!r}")
-        self.fps = float(fps) if fps and fps > 0 else 30.0
-        self.frames = 0
-        self._size: tuple[int, int] | None = None
-        self._writer = None
-        self._stack = contextlib.ExitStack()
-        parent = self.path.parent if str(self.path.parent) else Path(".")
-        if parent.exists() and not parent.is_dir():
-            raise EdgeSRError(f"cannot write {self.path}: {parent} is not a folder")
-        # the temporary keeps the extension: VideoWriter picks the container from it
-        try:
-            self.tmp = self._stack.enter_context(atomic_path(self.path, suffix=".part" + ext))
-        except OSError as exc:
-            raise EdgeSRError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        self.recording = Recording(self.path, fps, fourcc, live=live, audio_from=audio_from,
+                                   timestamps_s=timestamps_s, **options)
+        self.fps = self.recording.fps
 
-    def _open_writer(self, frame: np.ndarray) -> None:
-        cv2 = _cv2()
-        h, w = frame.shape[:2]
-        writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (w, h), True)
-        if not writer.isOpened():
-            writer.release()
-            raise EdgeSRError(f"cannot write {self.path}: OpenCV has no {self.fourcc!r} encoder for "
-                              f"{self.path.suffix} (try --video-codec MJPG with an .avi file)")
-        self._writer, self._size = writer, (w, h)
+    @property
+    def frames(self) -> int:
+        return self.recording.frames
 
-    def write(self, frame_bgr_u8: np.ndarray) -> None:
-        cv2 = _cv2()
-        if frame_bgr_u8.ndim == 2:
-            frame_bgr_u8 = cv2.cvtColor(frame_bgr_u8, cv2.COLOR_GRAY2BGR)
-        if self._writer is None:
-            self._open_writer(frame_bgr_u8)
-        if (frame_bgr_u8.shape[1], frame_bgr_u8.shape[0]) != self._size:
-            frame_bgr_u8 = cv2.resize(frame_bgr_u8, self._size, interpolation=cv2.INTER_AREA)
-        self._writer.write(frame_bgr_u8)
-        self.frames += 1
+    def write(self, frame_bgr_u8: np.ndarray, t_s: float | None = None) -> None:
+        self.recording.write(frame_bgr_u8, t_s)
 
     def close(self) -> None:
-        """Finalise: release the writer (writes the container index) and rename onto the target.
-        A file without frames is not left behind."""
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self.frames == 0:
-            self.abort()
-            log.warning("%s: no frame was written; no file left", self.path)
-            return
-        umask = os.umask(0o022)
-        os.umask(umask)
-        os.chmod(self.tmp, 0o666 & ~umask)  # a normal file for its readers, not mkstemp's 0600
-        self._stack.close()
-        log.info("wrote %s (%d frames at %g FPS)", self.path, self.frames, self.fps)
+        """Finalise (never cut short by a signal: see ``Recording.close``); no frames: no file."""
+        self.recording.close()
 
     def abort(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        self._stack.__exit__(EdgeSRError, EdgeSRError("aborted"), None)  # atomic_path removes the temporary
-        self._stack = contextlib.ExitStack()
+        self.recording.abort()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +195,9 @@ def parse_http_spec(spec: str, default_host: str = "127.0.0.1", default_port: in
 
 def open_sink(spec: str, fps: float = 30.0, listen: str = "127.0.0.1", video_codec: str | None = None,
               metrics: Callable[[], str] | None = None, stats: Callable[[], str] | None = None,
-              title: str = "live stream", token: str | None = None) -> Sink:
+              title: str = "live stream", token: str | None = None, source=None) -> Sink:
+    """``source``: the stream's source (a video file's timing and sound are carried into a recording;
+    a live source's frames are timed by the clock)."""
     s = str(spec).strip()
     low = s.lower()
     if low in ("null", "none", "null://", "-"):
@@ -245,7 +212,22 @@ def open_sink(spec: str, fps: float = 30.0, listen: str = "127.0.0.1", video_cod
     if low.startswith(("rtsp://", "rtp://", "webrtc://")):
         raise EdgeSRError(f"output {s}: network video outputs other than MJPEG over HTTP are not supported "
                           "(use --output http://HOST:PORT)")
-    if Path(s).suffix.lower() in VIDEO_FOURCC:
-        return VideoFileSink(s, fps, video_codec)
-    raise EdgeSRError(f"unknown output {s!r}: give a video file (.mp4/.avi/.mkv), http://HOST:PORT, display://0 "
-                      "or null")
+    if Path(s).suffix.lower() in VIDEO_SUFFIXES:
+        return open_video_sink(s, fps, video_codec, source)
+    raise EdgeSRError(f"unknown output {s!r}: give a video file (.mp4/.mkv/.webm/.avi), http://HOST:PORT, "
+                      "display://0 or null")
+
+
+def open_video_sink(path: str, fps: float, codec: str | None = None, source=None) -> VideoFileSink:
+    """A recording timed by wall clock for a live source (or when the source is unknown); for a file
+    source, timed by the file's own timestamps with its sound copied (unless it loops)."""
+    live = True if source is None else bool(getattr(source, "live", True))
+    audio_from = timestamps = None
+    src_path = getattr(source, "path", None)
+    if not live and src_path is not None and Path(src_path).is_file() and not getattr(source, "loop", False):
+        from .video import file_timestamps, is_video_path
+
+        if is_video_path(src_path):
+            audio_from = src_path
+            timestamps = file_timestamps(src_path)
+    return VideoFileSink(path, fps, codec, live=live, audio_from=audio_from, timestamps_s=timestamps)
