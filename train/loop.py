@@ -60,7 +60,54 @@ class TrainArgs:
 
 
 # arguments that may change on --resume without breaking exactness of what already ran
-_RESUMABLE_CHANGES = {"epochs", "out", "threads", "device", "val", "data"}
+RESUMABLE_CHANGES = {"epochs", "out", "threads", "device", "val", "data"}
+_RESUMABLE_CHANGES = RESUMABLE_CHANGES
+
+
+def saved_args(out: str | Path) -> dict:
+    """The arguments a run folder was trained with (from its state.pt), for --resume."""
+    state_path = Path(out) / STATE_NAME
+    if not state_path.is_file():
+        raise EdgeSRError(f"--resume: no {STATE_NAME} in {out} (nothing to continue; drop --resume to start a run)")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        args = dict(state["args"])
+    except Exception as e:  # a truncated or foreign file
+        raise EdgeSRError(f"--resume: {state_path} is not a readable edge-sr training state ({type(e).__name__})") from e
+    known = {f.name for f in dataclasses.fields(TrainArgs)}
+    return {k: v for k, v in args.items() if k in known}
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM during training: finish the current step, save state.pt, return.
+    A second signal is only remembered (the save is never cut half-way: it is atomic anyway)."""
+
+    def __init__(self) -> None:
+        self.caught: str | None = None
+        self._old: dict = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        import signal
+
+        if self.caught is None:
+            self.caught = signal.Signals(signum).name
+            log.warning("%s: saving the state at the end of this step", self.caught)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
 
 
 def _dist():
@@ -127,16 +174,21 @@ def _load_init(model: DCSCN, config, path: str) -> None:
 
 def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:
     """Run (or resume) training. ``max_steps`` stops early (for tests and time-boxed sessions)
-    after that many optimizer steps in this call, at an epoch boundary or not; state is saved."""
+    after that many optimizer steps in this call, at an epoch boundary or not; state is saved.
+    SIGINT/SIGTERM (in the main thread) stop after the current step with the state saved; the
+    result then says ``interrupted``."""
+    with _StopSignals() as stop:
+        return _train(args, resume, progress, max_steps, stop)
+
+
+def _train(args: TrainArgs, resume: bool, progress: bool, max_steps: int | None, stop: _StopSignals) -> dict:
     world, rank, local_rank = _dist()
     out = Path(args.out)
     state_path = out / STATE_NAME
     state = None
     if resume:
-        if not state_path.is_file():
-            raise EdgeSRError(f"--resume: no {STATE_NAME} in {out}")
+        saved = saved_args(out)
         state = torch.load(state_path, map_location="cpu", weights_only=True)
-        saved = state["args"]
         for k, v in saved.items():
             cur = getattr(args, k)
             if k not in _RESUMABLE_CHANGES and cur != v:
@@ -176,13 +228,14 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
     if args.loss not in ("l1", "mse"):
         raise EdgeSRError(f"unknown loss {args.loss!r}: l1 or mse")
 
-    step, epoch, best, wall = 0, 0, -1.0, 0.0
+    step, epoch, best, best_epoch, wall = 0, 0, -1.0, 0, 0.0
     if state is not None:
         model.load_state_dict(state["model"], strict=True)
         opt.load_state_dict(state["optimizer"])
         if plateau is not None and state.get("plateau"):
             plateau.load_state_dict(state["plateau"])
         step, epoch, best, wall = state["step"], state["epoch"], state["best_psnr"], state["wall_s"]
+        best_epoch = state.get("best_epoch", 0)
         sampler.set_state(state["sampler"][rank] if isinstance(state["sampler"], list) else state["sampler"])
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed %s at epoch %d step %d (best %.3f dB)", out, epoch, step, best)
@@ -225,9 +278,11 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
         if bar is not None:
             bar.update(1)
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{float(loss_acc) / n_acc:.5f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+                bar.set_postfix(loss=f"{float(loss_acc) / n_acc:.5f}", lr=f"{opt.param_groups[0]['lr']:.2e}",
+                                best=f"{best:.2f}" if best > 0 else "-")
         end_of_epoch = step % args.steps_per_epoch == 0
-        if end_of_epoch or step == total or (max_steps is not None and done_here >= max_steps):
+        interrupted = stop.caught is not None and world == 1
+        if end_of_epoch or step == total or (max_steps is not None and done_here >= max_steps) or interrupted:
             now = time.time()
             wall += now - t_last
             t_last = now
@@ -243,22 +298,26 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
                 samplers = [None] * world
                 dist.all_gather_object(samplers, sampler.state())
             if rank == 0:
+                improved = psnr is not None and psnr > best
+                if improved:
+                    best, best_epoch = psnr, epoch
                 rec = {
                     "epoch": epoch, "step": step, "loss": float(loss_acc) / max(1, n_acc), "val_psnr": psnr,
+                    "best_psnr": best if best > 0 else None, "best_epoch": best_epoch or None,
                     "lr": opt.param_groups[0]["lr"], "wall_s": round(wall, 1), "patches": step * args.batch * world,
                 }
-                loss_acc, n_acc = torch.zeros((), device=device), 0
+                if end_of_epoch or step == total:
+                    loss_acc, n_acc = torch.zeros((), device=device), 0
                 info = {"args": dataclasses.asdict(args), "epoch": epoch, "step": step, "val_psnr": psnr,
                         "wall_s": round(wall, 1), "torch": torch.__version__, "world_size": world}
                 save_checkpoint(out / "last.safetensors", config, _state_dict_numpy(model), info)
-                if psnr is not None and psnr > best:
-                    best = psnr
+                if improved:
                     save_checkpoint(out / "best.safetensors", config, _state_dict_numpy(model), info)
                 _atomic_torch_save(
                     {
                         "args": dataclasses.asdict(args), "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "plateau": plateau.state_dict() if plateau is not None else None,
-                        "step": step, "epoch": epoch, "best_psnr": best, "wall_s": wall,
+                        "step": step, "epoch": epoch, "best_psnr": best, "best_epoch": best_epoch, "wall_s": wall,
                         "sampler": samplers if world > 1 else samplers[0], "torch_rng": torch.get_rng_state(),
                     },
                     state_path,
@@ -266,8 +325,16 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
                 if end_of_epoch or step == total:
                     with open(out / LOG_NAME, "a") as f:
                         f.write(json.dumps(rec) + "\n")
-                    if bar is not None and psnr is not None:
-                        bar.write(f"epoch {epoch}: loss {rec['loss']:.5f} val {psnr:.3f} dB lr {rec['lr']:.2e} ({wall / 3600:.2f} h)")
+                    if psnr is not None:
+                        line = (f"epoch {epoch}: loss {rec['loss']:.5f} val {psnr:.3f} dB "
+                                f"(best {best:.3f} at epoch {best_epoch}{', new best' if improved else ''}) "
+                                f"lr {rec['lr']:.2e} ({wall / 3600:.2f} h)")
+                        if bar is not None:
+                            bar.write(line)
+                        else:
+                            log.info(line)
+            if interrupted:
+                break
     if bar is not None:
         bar.close()
     if world > 1:
@@ -275,4 +342,5 @@ def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_step
 
         dist.barrier()
         dist.destroy_process_group()
-    return {"step": step, "epoch": epoch, "best_psnr": best, "wall_s": wall, "out": str(out)}
+    return {"step": step, "epoch": epoch, "best_psnr": best, "best_epoch": best_epoch, "wall_s": wall,
+            "out": str(out), "total": total, "interrupted": stop.caught if step < total else None}

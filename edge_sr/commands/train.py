@@ -1,9 +1,61 @@
-"""edge-sr train: train DCSCN on a folder of HR images (also `torchrun ... -m train`)."""
+"""edge-sr train: train DCSCN on a folder of HR images (also `torchrun ... -m train`).
+
+Every option's default is shown in --help. Options are parsed with no argparse default so that
+``--resume`` can tell what the user asked for from what they left out: a resumed run keeps its
+own saved arguments (epochs, schedule, batch, patch, data...) for everything not given again.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
 from pathlib import Path
+
+# the defaults of a new run (a resumed run takes its own saved values instead)
+DEFAULTS = {
+    "preset": "compact", "scale": 2, "epochs": 240, "steps_per_epoch": 500, "batch": 16, "patch": 48,
+    "lr": 2e-3, "lr_min": 1e-5, "warmup_steps": 200, "schedule": "cosine", "loss": "l1", "grad_clip": 5.0,
+    "weight_decay": 0.0, "seed": 0, "threads": 0, "device": "auto", "init": None,
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return v
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return v
 
 
 def add_parser(sub) -> None:
@@ -13,36 +65,50 @@ def add_parser(sub) -> None:
         "train",
         help="train a DCSCN model",
         description="Train DCSCN on HR images (LR made with the protocol's MATLAB bicubic). "
-        "Checkpoints (last/best .safetensors, state.pt for --resume) and log.jsonl go to --out. "
-        "Several processes: torchrun --nproc_per_node N -m train ...",
+        "Checkpoints (last.safetensors: end of the schedule so far; best.safetensors: best validation PSNR; "
+        "state.pt for --resume) and log.jsonl go to --out. Ctrl-C or SIGTERM saves state.pt at the current "
+        "step; --resume continues there with the run's own saved options (give an option again to change "
+        "it: --epochs to lengthen or shorten, --data, --val, --threads, --device). Several processes: "
+        "torchrun --nproc_per_node N -m train ...",
     )
-    default_data = os.environ.get("EDGE_SR_DATA")
-    p.add_argument("--data", nargs="+", default=[str(Path(default_data) / "train")] if default_data else None,
-                   help="HR image folder(s), searched recursively (default: $EDGE_SR_DATA/train)")
-    p.add_argument("--val", default=str(Path(default_data) / "val" / "set5") if default_data else None,
-                   help="validation folder, PSNR each epoch (default: $EDGE_SR_DATA/val/set5)")
+    S = argparse.SUPPRESS
+    d = DEFAULTS
+    p.add_argument("--data", nargs="+", default=S,
+                   help="HR image folder(s), searched recursively (default: $EDGE_SR_DATA/train, "
+                   "else shared/data/train beside the repository)")
+    p.add_argument("--val", default=S,
+                   help="validation folder, PSNR each epoch; 'none' to skip (default: $EDGE_SR_DATA/val/set5)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and the log")
-    p.add_argument("--preset", default="compact", choices=PRESET_NAMES)
-    p.add_argument("--scale", type=int, default=2, choices=(2, 3, 4))
-    p.add_argument("--epochs", type=int, default=240)
-    p.add_argument("--steps-per-epoch", type=int, default=500)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--patch", type=int, default=48, help="LR patch side in pixels")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--lr-min", type=float, default=1e-5)
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--schedule", choices=("cosine", "plateau"), default="cosine")
-    p.add_argument("--loss", choices=("l1", "mse"), default="l1")
-    p.add_argument("--grad-clip", type=float, default=5.0)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: cores / local processes)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--init", default=None, metavar="CKPT",
-                   help="fine-tune: start from this checkpoint's weights (same preset and scale), new optimizer and schedule")
-    p.add_argument("--resume", action="store_true", help="continue exactly from --out/state.pt")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in this call")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=S, help=f"network size (default: {d['preset']})")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=S, help=f"upscaling factor (default: {d['scale']})")
+    p.add_argument("--epochs", type=_positive_int, default=S, help=f"epochs in the schedule (default: {d['epochs']})")
+    p.add_argument("--steps-per-epoch", type=_positive_int, default=S,
+                   help=f"optimizer steps per epoch (default: {d['steps_per_epoch']})")
+    p.add_argument("--batch", type=_positive_int, default=S, help=f"patches per step (default: {d['batch']})")
+    p.add_argument("--patch", type=_positive_int, default=S, help=f"LR patch side in pixels (default: {d['patch']})")
+    p.add_argument("--lr", type=_positive_float, default=S, help=f"peak learning rate (default: {d['lr']:g})")
+    p.add_argument("--lr-min", type=_non_negative_float, default=S,
+                   help=f"final learning rate of the cosine schedule (default: {d['lr_min']:g})")
+    p.add_argument("--warmup-steps", type=_non_negative_int, default=S,
+                   help=f"linear warm-up steps (default: {d['warmup_steps']})")
+    p.add_argument("--schedule", choices=("cosine", "plateau"), default=S,
+                   help=f"learning-rate schedule (default: {d['schedule']})")
+    p.add_argument("--loss", choices=("l1", "mse"), default=S, help=f"training loss (default: {d['loss']})")
+    p.add_argument("--grad-clip", type=_non_negative_float, default=S,
+                   help=f"gradient norm clip, 0 for none (default: {d['grad_clip']:g})")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=S,
+                   help=f"Adam weight decay (default: {d['weight_decay']:g})")
+    p.add_argument("--seed", type=int, default=S, help=f"random seed (default: {d['seed']})")
+    p.add_argument("--threads", type=_non_negative_int, default=S,
+                   help="torch threads, 0: cores / local processes (default: 0)")
+    p.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--init", default=S, metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights (same preset and scale), new optimizer "
+                   "and schedule (default: none, random He initialisation)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/state.pt with the run's saved options")
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="stop after this many steps in this call, state saved (default: run to the end)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
     p.set_defaults(func=run)
 
 
@@ -63,27 +129,76 @@ def _collect_folders(paths: list[str]) -> list[str]:
     return out
 
 
+def _given(args) -> dict:
+    """The options the user typed (argparse left the others out)."""
+    skip = {"func", "command", "verbose", "resume", "max_steps", "no_progress", "out"}
+    return {k: v for k, v in vars(args).items() if k not in skip}
+
+
+def resolve_args(args):
+    """TrainArgs for this call: a new run takes DEFAULTS under what was given; a resumed run takes
+    its saved arguments under what was given (changes that would break exactness are refused)."""
+    from train.loop import RESUMABLE_CHANGES, TrainArgs, saved_args
+
+    from ..datasets import data_dir, not_found_message
+    from ..errors import EdgeSRError
+
+    given = _given(args)
+    if "val" in given and str(given["val"]).lower() == "none":
+        given["val"] = None
+    if args.resume:
+        saved = saved_args(args.out)
+        merged = dict(saved)
+        for k, v in given.items():
+            if k == "data":
+                v = _collect_folders(v)
+            if k in saved and saved[k] != v:
+                if k not in RESUMABLE_CHANGES:
+                    raise EdgeSRError(
+                        f"--resume: this run was trained with {k.replace('_', '-')}={saved[k]!r}; changing it "
+                        f"({v!r}) would not continue the same run: start a new --out (with --init "
+                        f"{Path(args.out) / 'last.safetensors'} to fine-tune from it)"
+                    )
+                merged[k] = v
+        merged["out"] = args.out
+        targs = TrainArgs(**merged)
+        return targs, {k: (saved[k], merged[k]) for k in given if k in saved and saved[k] != merged[k]}
+    merged = {**DEFAULTS, **given}
+    if "data" not in merged:
+        found = data_dir("train")
+        if found is None:
+            raise EdgeSRError(not_found_message("training images", "--data"))
+        merged["data"] = [str(found)]
+    if "val" not in merged:
+        found = data_dir("val", "set5")
+        merged["val"] = str(found) if found is not None else None
+    if merged["patch"] < 8:
+        raise EdgeSRError("--patch must be at least 8 LR pixels")
+    merged["data"] = _collect_folders(merged["data"])
+    return TrainArgs(out=args.out, **merged), {}
+
+
 def run(args) -> int:
+    import logging
+
     from ..errors import EdgeSRError
     from ..lazy import require
 
     require("torch", "training")
-    from train.loop import TrainArgs, train
+    from train.loop import train
 
-    if not args.data:
-        raise EdgeSRError("give --data FOLDER (or set EDGE_SR_DATA)")
-    if args.patch < 8:
-        raise EdgeSRError("--patch must be at least 8 LR pixels")
-    targs = TrainArgs(
-        data=_collect_folders(args.data), out=args.out, preset=args.preset, scale=args.scale, val=args.val,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch=args.batch, patch=args.patch,
-        lr=args.lr, lr_min=args.lr_min, warmup_steps=args.warmup_steps, schedule=args.schedule, loss=args.loss,
-        grad_clip=args.grad_clip, weight_decay=args.weight_decay, seed=args.seed, threads=args.threads,
-        device=args.device, init=args.init,
-    )
+    targs, changed = resolve_args(args)
+    log = logging.getLogger("edge_sr.train")
+    for k, (old, new) in changed.items():
+        msg = f"resume: {k.replace('_', '-')} {old!r} -> {new!r} (as asked)"
+        log.warning(msg)
     if targs.val and not Path(targs.val).is_dir():
         raise EdgeSRError(f"validation folder not found: {targs.val}")
     res = train(targs, resume=args.resume, progress=not args.no_progress, max_steps=args.max_steps)
+    if res.get("interrupted"):
+        print(f"stopped by {res['interrupted']} at step {res['step']} of {res['total']}; state saved: "
+              f"continue with edge-sr train --out {res['out']} --resume")
+        return 130 if res["interrupted"] == "SIGINT" else 143
     print(f"trained {res['step']} steps ({res['epoch']} epochs, {res['wall_s'] / 3600:.2f} h); "
           f"best val {res['best_psnr']:.3f} dB; checkpoints in {res['out']}")
     return 0
