@@ -67,15 +67,48 @@ def _max_mhz(root: str | os.PathLike, info: dict) -> float | None:
         return None
 
 
+# AMD "cpu family" (decimal, as /proc/cpuinfo prints it) -> (FP32 FLOP/cycle/core, what the core has).
+# FMA = 2 FLOP per lane. Zen 4 (family 25 with AVX-512) runs AVX-512 as two 256-bit halves: 2 x 256-bit
+# FMA pipes = 32; Zen 5 (family 26) has full-width 512-bit datapaths (desktop/server parts): 2 x 512 = 64.
+# Family 25 without AVX-512 is Zen 3 (2 x 256-bit FMA = 32); family 23 is Zen 1/2 (Zen 1 splits AVX2 into
+# 128-bit halves: 16; Zen 2: 32; told apart by model number, Zen 2 from 0x30).
+_AMD_FAMILIES = {26: (64, "Zen 5: 2 x 512-bit FMA")}
+
+
 def flops_per_cycle(info: dict, machine: str) -> tuple[int | None, str]:
-    """Peak FP32 FLOP per cycle per core from the CPU flags (FMA = 2 FLOP per lane); an estimate."""
+    """Peak FP32 FLOP per cycle per core from the CPU family/model and flags (FMA = 2 FLOP per lane); an estimate.
+
+    The family decides where the flags mislead: an AMD core with AVX-512 is Zen 4 (256-bit halves, 32)
+    or Zen 5 (64) by its family, not by which AVX-512 extensions it lists."""
     flags = set(info.get("flags", info.get("Features", "")).split())
     vendor = info.get("vendor_id", "")
+    try:
+        family = int(info.get("cpu family", ""))
+    except ValueError:
+        family = None
+    try:
+        model = int(info.get("model", ""))
+    except ValueError:
+        model = None
     if machine in ("aarch64", "arm64") or "asimd" in flags:
         return 16, "2 x 128-bit NEON FMA (Cortex-A76 class)"
+    if vendor == "AuthenticAMD" and family is not None:
+        if family in _AMD_FAMILIES:
+            return _AMD_FAMILIES[family]
+        if family == 25:
+            if "avx512f" in flags:
+                return 32, "Zen 4: AVX-512 on 2 x 256-bit FMA pipes"
+            if "fma" in flags:
+                return 32, "Zen 3: 2 x 256-bit FMA"
+        if family == 23 and "fma" in flags:
+            if model is not None and model < 0x30:
+                return 16, "Zen 1: AVX2 on 2 x 128-bit FMA pipes"
+            return 32, "Zen 2: 2 x 256-bit FMA"
     if "avx512f" in flags:
-        if vendor == "AuthenticAMD" and "avx512_vp2intersect" not in flags:
-            return 32, "AVX-512 on 2 x 256-bit FMA pipes (Zen 4)"
+        if vendor == "AuthenticAMD":  # family unknown: guess from the flags (VP2INTERSECT came with Zen 5)
+            if "avx512_vp2intersect" in flags:
+                return 64, "2 x 512-bit FMA (AMD with VP2INTERSECT: Zen 5 class; family unknown)"
+            return 32, "AVX-512 on 2 x 256-bit FMA pipes (Zen 4 class; family unknown)"
         return 64, "2 x 512-bit FMA (AVX-512)"
     if "avx2" in flags and "fma" in flags:
         return 32, "2 x 256-bit FMA (AVX2)"
@@ -84,6 +117,29 @@ def flops_per_cycle(info: dict, machine: str) -> tuple[int | None, str]:
     if "sse2" in flags:
         return 8, "128-bit SSE2"
     return None, "unknown vector unit"
+
+
+# the x86 extensions that change ONNX Runtime's INT8 kernels (and so INT8 results, slightly)
+INT8_ISA_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2")
+
+
+def int8_isa(info: dict | None = None, root: str | os.PathLike = "/") -> str:
+    """The best INT8 dot-product path of this CPU: 'avx512_vnni', 'avx_vnni', 'avx512bw', 'avx2',
+    'neon' or 'other'. INT8 PSNR is reproducible to 0.01 dB only between CPUs of the same class."""
+    info = _cpuinfo(root) if info is None else info
+    flags = set(info.get("flags", info.get("Features", "")).split())
+    for f in INT8_ISA_FLAGS:
+        if f in flags:
+            return f
+    return "neon" if "asimd" in flags else "other"
+
+
+def cpu_record(root: str | os.PathLike = "/") -> dict:
+    """What a quality or speed report needs to say about the CPU it ran on."""
+    info = _cpuinfo(root)
+    return {"cpu": info.get("model name") or info.get("Model") or info.get("Hardware") or platform.machine(),
+            "vendor": info.get("vendor_id"), "family": info.get("cpu family"), "model": info.get("model"),
+            "machine": platform.machine(), "int8_isa": int8_isa(info)}
 
 
 def device_info(threads: int, root: str | os.PathLike = "/") -> dict:

@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..backends import open_upscaler
+    from ..backends import open_upscaler, resolve_model
+    from ..checkpoint import file_sha256
     from ..errors import EdgeSRError
     from ..quality import bicubic_method, discover_sets, evaluate
 
@@ -40,12 +41,15 @@ def run(args) -> int:
     sets = discover_sets(args.data)
     models = args.model or ["compact"]
     methods = {"bicubic": lambda lr: bicubic_method(lr, args.scale)}
-    opened = []
+    opened, files = [], {}
     try:
         for m in models:
-            up = open_upscaler(m, scale=args.scale, threads=args.threads)
+            path = resolve_model(m, args.scale)
+            up = open_upscaler(path, scale=args.scale, threads=args.threads)
             opened.append(up)
             label = m if m in methods else (m if len(m) < 40 else Path(m).name)
+            # which exact file was measured: a report names its models by content, not only by path
+            files[label] = {"path": str(m), "file": path.name, "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
             def method(lr_rgb, up=up):
                 # the product's colour pipeline works in BGR
@@ -68,10 +72,13 @@ def run(args) -> int:
         print(f"{m:<{width}}{cells}")
     if args.json_out:
         from .. import __version__
+        from ..bench import cpu_record, versions
         from ..imageio import write_bytes_atomic
 
         doc = {
-            "scale": args.scale, "data": str(args.data), "edge_sr": __version__,
+            "scale": args.scale, "data": str(args.data), "edge_sr": __version__, "models": files,
+            # INT8 results depend slightly on the CPU's INT8 kernels (int8_isa): reproducible between CPUs of a class
+            "device": {**cpu_record(), "versions": versions()},
             "results": {m: {r.name: {"psnr": r.psnr, "ssim": r.ssim, "images": r.per_image} for r in rs}
                         for m, rs in results.items()},
         }
