@@ -20,6 +20,7 @@ _HINTS = {
     "(./install.sh does that on a Pi)",
     "cv2": "pip install opencv-python-headless (./install.sh installs it)",
     "safetensors": "pip install safetensors",
+    "PIL": "pip install pillow (./install.sh installs it)",
     "matplotlib": "pip install matplotlib (./install.sh --bench installs it)",
 }
 
