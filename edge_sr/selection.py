@@ -98,12 +98,13 @@ def _quality_key(r: dict, by_psnr: bool) -> tuple:
 
 def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, models=None, threads: int = 0,
                headroom: float = DEFAULT_HEADROOM, cache: Path | None = None, seconds: float = 1.0,
-               options: dict | None = None) -> tuple[str, str]:
+               options: dict | None = None, fallback: bool = False) -> tuple[str, str]:
     """The highest-quality model (path) that sustains ``target_fps`` for LR frames of
     ``lr_width`` x ``lr_height`` at ``scale`` on this device, and a one-paragraph reason.
 
     ``models``: paths or presets to choose from (default: the shipped models that exist). Raises
-    EdgeSRError when no model reaches the target (the message names the fastest)."""
+    EdgeSRError when no model reaches the target (the message names the fastest), or with
+    ``fallback`` returns the fastest and logs a warning (a service must come up)."""
     from .bench import default_candidates, device_info, measure, model_candidate, report_dict
     from dataclasses import asdict
 
@@ -154,6 +155,10 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
     size = f"{lr_width}x{lr_height} LR x{scale}"
     if not ok:
         fastest = max(rows, key=lambda r: r["fps"])
+        if fallback:
+            log.warning("no model sustains %g FPS at %s on this device (needs %.1f FPS with %.2fx headroom): using the "
+                        "fastest, %s", target_fps, size, need, headroom, desc(fastest))
+            return fastest["path"], f"fell back to the fastest: {desc(fastest)} (below the target)"
         raise EdgeSRError(f"no model sustains {target_fps:g} FPS at {size} on this device (needs {need:.1f} FPS with "
                           f"{headroom:.2f}x headroom); fastest: {desc(fastest)}. Lower the target or the frame size")
     best = max(ok, key=key)

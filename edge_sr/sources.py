@@ -13,8 +13,9 @@ or folder ends. Live sources (cameras, network, a paced demo) are read latest-fr
 stream; non-live ones (files, folders, an unpaced demo) deliver every frame.
 
 A camera or stream that drops mid-stream is reopened with exponential backoff (logged) while the
-process keeps running; one that cannot be opened at start raises ``DeviceError`` naming the device
-and what to check.
+process keeps running; one absent at start is waited for with backoff up to ``open(wait_s=...)``,
+then raises ``DeviceError`` naming the device and what to check. A file's frames that do not decode
+are skipped and counted (``skipped``); a folder is re-listed as the stream goes (``watch``: followed).
 """
 
 from __future__ import annotations
@@ -85,8 +86,11 @@ class Source:
     def __init__(self) -> None:
         self.frames_read = 0
         self.reconnects = 0
+        self.skipped = 0  # frames (or files) that could not be decoded and were skipped
 
-    def open(self) -> "Source":
+    def open(self, wait_s: float = 0.0, stop=None) -> "Source":
+        """Open the source. ``wait_s``/``stop`` (a threading.Event) matter to cameras and streams
+        (``ReconnectingSource``): how long to wait for one absent at start."""
         self._open()
         return self
 
@@ -175,6 +179,9 @@ class DemoSource(Source):
 
 
 class VideoFileSource(Source):
+    """A video file, every frame in order. A frame that does not decode (a damaged file) is skipped
+    and counted (``skipped``, logged): the reader seeks past it, and the stream goes on."""
+
     live = False
 
     def __init__(self, path: str | os.PathLike, loop: bool = False, size: tuple[int, int] | None = None):
@@ -185,6 +192,8 @@ class VideoFileSource(Source):
         self.name = f"file {self.path}"
         self._cap = None
         self._pending: np.ndarray | None = None
+        self._pos = 0  # index of the next frame
+        self._count = 0  # frames the container declares (0: unknown)
 
     def _open(self) -> None:
         cv2 = _cv2()
@@ -202,8 +211,35 @@ class VideoFileSource(Source):
             raise EdgeSRError(f"video file {self.path} has no frame OpenCV/FFmpeg can decode")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 30.0
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self._count = int(count) if count and 0 < count < 2**31 else 0
         self._cap = cap
         self._pending = first
+        self._pos = 1
+
+    def _skip_damage(self) -> np.ndarray | None:
+        """After a failed read before the declared end: seek past the damage (1, 2, 4... frames on)
+        and return the first frame that decodes, or None when nothing decodes up to the end."""
+        cv2 = _cv2()
+        bad, step = self._pos, 1
+        while bad + step < self._count:
+            target = bad + step
+            if self._cap.set(cv2.CAP_PROP_POS_FRAMES, target):
+                ok, frame = self._cap.read()
+                if ok and frame is not None:
+                    n = target - bad
+                    self.skipped += n
+                    self._pos = target + 1
+                    log.warning("%s: %d frame(s) from #%d do not decode; skipped (%d so far)", self.name, n, bad,
+                                self.skipped)
+                    return frame
+            step *= 2
+        if self._count > bad:
+            self.skipped += self._count - bad
+            log.warning("%s: frames #%d..#%d do not decode; skipped (%d so far)", self.name, bad, self._count - 1,
+                        self.skipped)
+        self._pos = self._count
+        return None
 
     def _read(self, timeout_s: float) -> np.ndarray | None:
         if self._pending is not None:
@@ -211,7 +247,12 @@ class VideoFileSource(Source):
             return _fit(frame, self.size)
         ok, frame = self._cap.read()
         if ok and frame is not None:
+            self._pos += 1
             return _fit(frame, self.size)
+        if self._pos < self._count:  # not the end the container declares: damage
+            frame = self._skip_damage()
+            if frame is not None:
+                return _fit(frame, self.size)
         if not self.loop:
             raise EndOfStream
         if self.frames_read == 0:
@@ -224,6 +265,7 @@ class VideoFileSource(Source):
             ok, frame = self._cap.read()
             if not ok:
                 raise EdgeSRError(f"video file {self.path} could not be read again for --loop")
+        self._pos = 1
         return _fit(frame, self.size)
 
     def close(self) -> None:
@@ -233,45 +275,105 @@ class VideoFileSource(Source):
 
 
 class ImageFolderSource(Source):
-    """A folder of images (sorted by name) or a single image; frames after the first are resized
-    to the first one's size (or to ``size``) so that outputs keep one frame size."""
+    """A folder of images (by name) or a single image; frames after the first are resized to the
+    first one's size (or to ``size``) so that outputs keep one frame size.
+
+    The folder is listed again as the stream goes, so a file deleted meanwhile is skipped (and
+    counted) and files added with names after the current one are taken. ``watch``: at the end,
+    wait for new files instead of ending (write a file elsewhere and rename it in: a file still
+    being written may not decode and is skipped)."""
 
     live = False
+    relist_s = 1.0  # list the folder again at most this often (and whenever the known files run out)
+    poll_s = 0.25  # --watch: how often an idle folder is looked at
 
     def __init__(self, path: str | os.PathLike, loop: bool = False, size: tuple[int, int] | None = None,
-                 fps: float = 30.0):
+                 fps: float = 30.0, watch: bool = False):
         super().__init__()
         self.path = Path(path)
         self.loop = loop
+        self.watch = watch
         self.size = size
         self.fps = fps
         self.name = f"images {self.path}"
         self._files: list[Path] = []
-        self._i = 0
+        self._last: str | None = None  # name of the last file taken
+        self._listed_at = 0.0
+        self._single = False
 
     def _open(self) -> None:
         from .imageio import list_images
 
         if self.path.is_dir():
-            self._files = list_images(self.path, "image folder")
+            try:
+                self._files = list_images(self.path, "image folder")
+            except EdgeSRError:
+                if not self.watch:  # an empty folder is fine to watch
+                    raise
+                self._files = []
+            self._listed_at = time.monotonic()
         elif self.path.is_file():
             self._files = [self.path]
+            self._single = True
         else:
             raise EdgeSRError(f"image source not found: {self.path}")
+
+    def _relist(self) -> None:
+        from .imageio import IMAGE_SUFFIXES
+
+        try:
+            self._files = sorted(f for f in self.path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        except OSError as exc:
+            log.warning("%s: cannot list the folder (%s)", self.name, exc.strerror or exc)
+        self._listed_at = time.monotonic()
+
+    def _next_file(self) -> Path | None:
+        if not self._single and time.monotonic() - self._listed_at >= self.relist_s:
+            self._relist()
+        nxt = self._after(self._last)
+        if nxt is None and not self._single:
+            self._relist()
+            nxt = self._after(self._last)
+        return nxt
+
+    def _after(self, last: str | None) -> Path | None:
+        for f in self._files:
+            if last is None or f.name > last:
+                return f
+        return None
 
     def _read(self, timeout_s: float) -> np.ndarray | None:
         from .imageio import read_bgr
 
-        if self._i >= len(self._files):
-            if not self.loop:
-                raise EndOfStream
-            self._i = 0
-        f = self._files[self._i]
-        self._i += 1
-        frame = _fit(read_bgr(f), self.size)
-        if self.size is None:
-            self.size = (frame.shape[1], frame.shape[0])
-        return frame
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            f = self._next_file()
+            if f is None:
+                if self.loop and self._files:
+                    if self.frames_read == 0:
+                        raise EdgeSRError(f"no image in {self.path} decodes: nothing to loop")
+                    self._last = None
+                    continue
+                if not self.watch:
+                    raise EndOfStream
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None  # no new file yet
+                time.sleep(min(self.poll_s, left))
+                continue
+            self._last = f.name
+            try:
+                frame = read_bgr(f)
+            except EdgeSRError as exc:  # deleted meanwhile, half-written, not an image
+                self.skipped += 1
+                log.warning("%s: skipped %s (%s)", self.name, f.name, exc)
+                if time.monotonic() >= deadline:
+                    return None
+                continue
+            frame = _fit(frame, self.size)
+            if self.size is None:
+                self.size = (frame.shape[1], frame.shape[0])
+            return frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,6 +406,30 @@ class ReconnectingSource(Source):
 
     def _open(self) -> None:
         self._cap = self._opener()  # the first open fails loudly; later ones are retried
+
+    def open(self, wait_s: float = 0.0, stop=None) -> "Source":
+        """Open; a device absent at start is retried with backoff (0.5 s doubling to 10 s) for up to
+        ``wait_s`` seconds (inf: forever), or until ``stop`` (a threading.Event) is set, which returns
+        unopened. After ``wait_s`` the last DeviceError is raised."""
+        t_end = time.monotonic() + wait_s if wait_s != float("inf") else float("inf")
+        backoff = self.backoff_start_s
+        while True:
+            try:
+                self._open()
+                return self
+            except EdgeSRError as exc:
+                left = t_end - time.monotonic()
+                if left <= 0:
+                    raise
+                pause = min(backoff, left, 10.0)
+                log.warning("%s: not available (%s); retrying in %.1f s (--camera-wait %s)", self.name,
+                            str(exc).split(":")[0], pause, "inf" if t_end == float("inf") else f"{wait_s:g}")
+                backoff = min(10.0, backoff * 2)
+                if stop is not None:
+                    if stop.wait(pause):
+                        return self
+                else:
+                    self._sleep(pause)
 
     def _read(self, timeout_s: float) -> np.ndarray | None:
         if self._cap is None:
@@ -498,7 +624,7 @@ class PicamSource(Source):
 
 def open_source(spec: str, width: int | None = None, height: int | None = None, fps: float | None = None,
                 loop: bool = False, fourcc: str | None = None, flip: int = 0, timeout_s: float = 5.0,
-                seed: int = 0) -> Source:
+                seed: int = 0, watch: bool = False) -> Source:
     """Build (not yet open) the source named by ``spec``; see the module docstring for the forms."""
     spec = str(spec).strip()
     if not spec:
@@ -531,7 +657,9 @@ def open_source(spec: str, width: int | None = None, height: int | None = None, 
     if p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES:
         if not p.exists():
             raise EdgeSRError(f"source not found: {p}")
-        return ImageFolderSource(p, loop=loop, size=size, fps=fps or 30.0)
+        return ImageFolderSource(p, loop=loop, size=size, fps=fps or 30.0, watch=watch)
+    if watch:
+        raise EdgeSRError(f"--watch follows an image folder; {p} is not one")
     if p.exists() or p.suffix.lower() in VIDEO_SUFFIXES:
         return VideoFileSource(p, loop=loop, size=size)
     raise EdgeSRError(f"source not found: {spec} (expected {SOURCE_HELP})")

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _EOS = object()  # end of stream marker passed down the stages
 _EMPTY = object()
 JOIN_BUDGET_S = 1.5  # stop() -> every thread joined, within the 2 s a service manager is promised
+HURRY_BUDGET_S = 0.3  # after a second signal: wait less for the stages (the outputs are still finalised)
 
 
 class LatestSlot:
@@ -136,6 +137,8 @@ class Stream:
         self._error: BaseException | None = None
         self._finished = threading.Event()  # the output stage saw the end of the stream
         self._threads: list[threading.Thread] = []
+        self._hurry = threading.Event()
+        self.stuck: list[str] = []  # stage threads still busy when the stream returned
 
     # -- control -------------------------------------------------------------------------
 
@@ -143,6 +146,12 @@ class Stream:
         if not self.stop_event.is_set():
             self.stop_reason = self.stop_reason or reason
             self.stop_event.set()
+
+    def hurry(self) -> None:
+        """Stop, and wait less for busy stages (a second signal). The outputs are still finalised:
+        nothing here raises or skips ``close``."""
+        self.stop("stop requested")
+        self._hurry.set()
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None:
@@ -256,12 +265,19 @@ class Stream:
         return self._shutdown()
 
     def _shutdown(self) -> dict:
-        deadline = time.monotonic() + JOIN_BUDGET_S
+        t0 = time.monotonic()
         for th in self._threads:
-            th.join(timeout=max(0.0, deadline - time.monotonic()))
+            while th.is_alive():
+                budget = HURRY_BUDGET_S if self._hurry.is_set() else JOIN_BUDGET_S
+                left = t0 + budget - time.monotonic()
+                if left <= 0:
+                    break
+                th.join(timeout=min(left, 0.05))
         stuck = [th.name for th in self._threads if th.is_alive()]
+        self.stuck = stuck
         if stuck:
-            log.warning("stopping: %s still busy after %.1f s; not waiting for it", ", ".join(stuck), JOIN_BUDGET_S)
+            log.warning("stopping: %s still busy after %.1f s; not waiting for it", ", ".join(stuck),
+                        time.monotonic() - t0)
         self.telemetry.stop()
         errors: list[BaseException] = []
         for sink in self.sinks:  # finalise outputs: a video file is closed and renamed so that it plays
@@ -279,6 +295,8 @@ class Stream:
         summary = self.telemetry.summary()
         summary["stop_reason"] = self.stop_reason or "stopped"
         summary["reconnects"] = self.source.reconnects
+        if getattr(self.source, "skipped", 0):
+            summary["source_errors"] = self.source.skipped
         self.telemetry.close()
         if self._error is not None:
             if isinstance(self._error, EdgeSRError):

@@ -214,7 +214,7 @@ def test_cli_bad_inputs_one_line_each(tmp_path, tiny_checkpoint):
         (["--source", "demo", "--model", ck, "--scale", "3", "--no-output"], "x2, not x3"),
         (["--source", "demo", "--model", ck, "--http", str(port)], "in use"),
         (["--source", "demo", "--model", ck, "--output", str(tmp_path / "no" / "o.mp4")], "does not exist"),
-        (["--source", "demo", "--model", ck], "give an output"),
+        (["--camera", "93", "--scale", "2"], "/dev/video93"),  # the design card's command, no camera, no output
         (["--model", ck, "--no-output"], "give a source"),
     ]
     try:
