@@ -27,7 +27,10 @@ from edge_sr.errors import EdgeSRError
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 DEVICE_GROUPS = ("video", "render")  # V4L2/CSI/Pi camera nodes; Jetson GPU (/dev/dri, nvhost) on newer JetPacks
 STOP_TIMEOUT_S = 5  # the stream stops within 2 s; systemd kills after this
-RESTART_SEC = 5
+RESTART_SEC = 2  # first restart delay; with systemd >= 254 it grows to RESTART_MAX_DELAY_S
+RESTART_STEPS = 8
+RESTART_MAX_DELAY_S = 60
+RESTART_SEC_OLD_SYSTEMD = 10  # a fixed delay where RestartSteps= is unknown (systemd < 254)
 
 _SAFE_ARG = re.compile(r"^[A-Za-z0-9_@+=:,./-]+$")
 
@@ -97,7 +100,47 @@ def stream_args_check(stream_args: list[str]) -> argparse.Namespace:
         raise EdgeSRError(f"bad stream arguments ({why}): {' '.join(stream_args)} (see edge-sr stream --help)") from None
     if args.config:
         stream_cmd.apply_config(args, stream_cmd.load_config(args.config))
+    stream_cmd.check_args(args)
     return args
+
+
+def systemd_version() -> int | None:
+    """The local systemd's version (``systemctl --version``), or None when there is none."""
+    for tool in ("systemctl", "systemd-analyze"):
+        exe = shutil.which(tool)
+        if not exe:
+            continue
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            continue
+        m = re.match(r"systemd (\d+)", out)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def ensure_token_file(home: Path, uid: int | None = None, gid: int | None = None) -> tuple[Path, bool]:
+    """The --auth token file of a user (~/.config/edge-sr/http-token, mode 0600), made when absent:
+    the service reads it (ProtectHome=read-only lets it read, not create). (path, made now)."""
+    import secrets
+
+    d = home / ".config" / "edge-sr"
+    f = d / "http-token"
+    if f.exists():
+        return f, False
+    made = []
+    for p in (home / ".config", d):
+        if not p.exists():
+            p.mkdir(mode=0o700)
+            made.append(p)
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(24) + "\n")
+    if uid is not None and os.geteuid() == 0:
+        for p in (*made, f):
+            os.chown(p, uid, gid if gid is not None else -1)
+    return f, True
 
 
 def absolutize_stream_args(stream_args: list[str], cwd: Path) -> list[str]:
@@ -129,9 +172,16 @@ def writable_paths(args: argparse.Namespace, cwd: Path) -> list[str]:
 def render_unit(stream_args: list[str], *, user_unit: bool = False, run_as: str | None = None,
                 groups: list[str] | None = None, working_dir: str | os.PathLike | None = None,
                 read_write_paths: list[str] | None = None, command: list[str] | None = None,
-                description: str = "edge-sr live super-resolution stream") -> str:
-    """The unit file text for `edge-sr stream STREAM_ARGS`."""
+                description: str = "edge-sr live super-resolution stream", systemd: int | None = -1) -> str:
+    """The unit file text for `edge-sr stream STREAM_ARGS`. ``systemd``: the version the unit is for
+    (-1: this machine's; None: unknown): from 254 on, the restart delay grows (RestartSteps=)."""
     cmd = (command or edge_sr_command()) + ["stream", *stream_args]
+    version = systemd_version() if systemd == -1 else systemd
+    if version is not None and version >= 254:
+        restart = [f"RestartSec={RESTART_SEC}", f"RestartSteps={RESTART_STEPS}",
+                   f"RestartMaxDelaySec={RESTART_MAX_DELAY_S}"]
+    else:
+        restart = [f"RestartSec={RESTART_SEC_OLD_SYSTEMD}"]
     wd = str(working_dir or os.getcwd())
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -141,8 +191,8 @@ def render_unit(stream_args: list[str], *, user_unit: bool = False, run_as: str 
         f"Description={description}",
         "After=network-online.target",
         "Wants=network-online.target",
-        "StartLimitIntervalSec=300",
-        "StartLimitBurst=10",
+        "# never give up: a camera that comes back (or appears after boot) brings the stream back",
+        "StartLimitIntervalSec=0",
         "",
         "[Service]",
         "Type=simple",
@@ -158,8 +208,10 @@ def render_unit(stream_args: list[str], *, user_unit: bool = False, run_as: str 
             lines.append("SupplementaryGroups=" + " ".join(gs))
     lines += [
         "Environment=PYTHONUNBUFFERED=1",
+        "# the stream itself waits for an absent camera (with backoff, forever under systemd);",
+        "# a crash or a fatal error restarts it after a delay" + (" that grows" if len(restart) > 1 else ""),
         "Restart=on-failure",
-        f"RestartSec={RESTART_SEC}",
+        *restart,
         "# the stream finalises its outputs and exits 0 on SIGTERM within 2 s",
         "KillSignal=SIGTERM",
         f"TimeoutStopSec={STOP_TIMEOUT_S}",
@@ -229,6 +281,14 @@ def install(stream_args: list[str], *, user: bool = False, run_as: str | None = 
             raise EdgeSRError("a system unit runs as a non-root user: give --run-as USER")
     elif args.http is not None and args.http < 1024:
         notes.append("ports below 1024 need privileges a user service does not have")
+    if args.auth and not os.environ.get("EDGE_SR_HTTP_TOKEN") and not getattr(args, "auth_token", None):
+        pw = pwd.getpwnam(run_as) if not user else pwd.getpwuid(os.geteuid())
+        if not dry_run:
+            f, made = ensure_token_file(Path(pw.pw_dir), pw.pw_uid, pw.pw_gid)
+            notes.append(f"--auth: {'made' if made else 'using'} the access token in {f} (mode 600; open the page "
+                         "with ?token=TOKEN)")
+        else:
+            notes.append(f"--auth: the access token will be kept in {pw.pw_dir}/.config/edge-sr/http-token")
     text = render_unit(stream_args, user_unit=user, run_as=run_as, working_dir=cwd,
                        read_write_paths=writable_paths(args, cwd))
     unit = unit_name(name)
@@ -242,7 +302,9 @@ def install(stream_args: list[str], *, user: bool = False, run_as: str | None = 
         else:
             raise EdgeSRError(f"unit folder does not exist: {path} (is this a systemd system?)")
     if not os.access(path, os.W_OK):
-        raise EdgeSRError(f"cannot write {dest}: permission denied (system units need sudo; or use --user)")
+        raise EdgeSRError(f"cannot write {dest}: permission denied: system units need root, and sudo does not "
+                          f"search the venv, so give the full path: sudo {edge_sr_command()[0]} service install ... "
+                          "(or use --user)")
     write_bytes_atomic(dest, text.encode())
     os.chmod(dest, 0o644)
     if directory is None and systemd_running():

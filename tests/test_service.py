@@ -96,3 +96,50 @@ def test_install_refuses_bad_arguments(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = run_cli("service", "install", "--dry-run", "--run-as", "nobody")
     assert r.returncode == 2 and "after --" in r.stderr
+
+
+def test_restart_policy_never_gives_up_and_grows_where_systemd_can(tmp_path):
+    """StartLimitBurst=10 per 300 s with RestartSec=5 left a service whose camera came late failed for good."""
+    old = unit_lines(service.render_unit(["--camera", "0"], run_as="nobody", groups=[], working_dir=tmp_path,
+                                         systemd=252))
+    new = unit_lines(service.render_unit(["--camera", "0"], run_as="nobody", groups=[], working_dir=tmp_path,
+                                         systemd=255))
+    for u in (old, new):
+        assert u["StartLimitIntervalSec"] == "0" and "StartLimitBurst" not in u
+        assert u["Restart"] == "on-failure"
+    assert "RestartSteps" not in old and int(old["RestartSec"]) >= 5  # keys systemd 252 does not know stay out
+    assert int(new["RestartSec"]) < int(new["RestartMaxDelaySec"]) and int(new["RestartSteps"]) >= 2
+
+
+def test_unit_for_this_systemd_verifies_clean(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed (Debian package systemd)")
+    text = service.render_unit(["--camera", "0", "--http", "8080", "--listen", "0.0.0.0", "--auth"], run_as="nobody",
+                               working_dir=tmp_path)  # this machine's systemd version decides the restart keys
+    unit = tmp_path / "cam.service"
+    unit.write_text(text)
+    r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip() and "Special user nobody" not in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    assert "StartLimitIntervalSec=0" in text
+
+
+def test_help_and_permission_error_name_the_venv_binary():
+    """`sudo edge-sr ...` does not find the venv's edge-sr (sudo's secure_path)."""
+    r = run_cli("service", "--help")
+    exe = service.edge_sr_command()[0]
+    assert r.returncode == 0 and f"sudo {exe} service install" in r.stdout
+    assert "\n  sudo edge-sr" not in r.stdout
+
+
+def test_install_checks_stream_values_and_makes_the_token(tmp_path, monkeypatch):
+    d = tmp_path / "units"
+    d.mkdir()
+    r = run_cli("service", "install", "--unit-dir", str(d), "--user", "--", "--source", "demo", "--http", "70000")
+    assert r.returncode == 2 and "--http: must be a TCP port" in r.stderr and not list(d.iterdir())
+    home = tmp_path / "home"
+    home.mkdir()
+    f, made = service.ensure_token_file(home)
+    assert made and f == home / ".config" / "edge-sr" / "http-token"
+    assert f.stat().st_mode & 0o777 == 0o600 and len(f.read_text().strip()) >= 16
+    assert service.ensure_token_file(home) == (f, False)  # kept, not replaced

@@ -5,15 +5,27 @@ from __future__ import annotations
 import argparse
 
 
+def _this_edge_sr() -> str:
+    """The edge-sr of this installation (sudo's PATH does not include the venv)."""
+    import os
+    import sys
+    from pathlib import Path
+
+    here = Path(os.path.abspath(sys.executable)).parent / "edge-sr"
+    return str(here) if here.is_file() else "/path/to/.venv/bin/edge-sr"
+
+
 def add_parser(sub) -> None:
+    exe = _this_edge_sr()
     p = sub.add_parser(
         "service",
         help="run the stream as a systemd service",
         description="Write a systemd unit that runs `edge-sr stream ...` (Restart=on-failure, journal logging, "
         "a non-root user in the video group, hardening that keeps camera and GPU access).",
-        epilog="examples:\n  sudo edge-sr service install --run-as pi -- --camera 0 --scale 2 --http 8080\n"
+        epilog="examples (sudo does not search the venv: give edge-sr's full path):\n"
+        f"  sudo {exe} service install --run-as pi -- --camera 0 --scale 2 --http 8080 --listen 0.0.0.0 --auth\n"
         "  edge-sr service install --user -- --config ~/edge-sr.toml\n"
-        "  edge-sr service install --dry-run --run-as pi -- --source csi://0 --output http://0.0.0.0:8080",
+        "  edge-sr service install --dry-run --run-as pi -- --source csi://0 --http 8080 --listen 0.0.0.0 --auth",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ssub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
