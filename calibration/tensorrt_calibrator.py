@@ -32,41 +32,88 @@ def make_entropy_calibrator(trt, images, cache_path, lr_shape, cuda=None, crops_
         raise EdgeSRError(f"calibration cache not found: {cache_path} (give --calib-images DIR to make it)")
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        """TensorRT calls these through a trampoline that catches every Python exception, prints it and
+        carries on (a failed get_batch ends calibration, a failed write leaves no cache). So each
+        callback stores its exception, and ``check()`` re-raises it after the build."""
+
         def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            trt.IInt8EntropyCalibrator2.__init__(self)  # a pybind11 trampoline must be initialised explicitly
             self.samples, self.index, self.cuda = samples, 0, cuda
             self.buffer = None
+            self.error: BaseException | None = None
+            self.batches = 0
+            self.wrote_cache = False
+            self._cache_bytes = None  # TensorRT may read the cache more than once: keep it in memory
             if samples is not None:
                 from edge_sr.backends.tensorrt import Buffer
 
                 self.buffer = Buffer(cuda, int(samples[0].size))
-                self._stream_handle, self._stream = cuda.stream()
+                self._stream = cuda.stream()
+
+        def _keep(self, exc: BaseException) -> None:
+            if self.error is None:
+                self.error = exc
 
         def get_batch_size(self):
             return 1
 
         def get_batch(self, names, p_str=None):
-            if self.samples is None or self.index >= len(self.samples):
+            try:
+                if self.error is not None or self.samples is None or self.index >= len(self.samples):
+                    return None
+                x = self.samples[self.index].reshape(-1)
+                self.index += 1
+                with self.cuda.active():  # TensorRT may call from any thread
+                    self.buffer.host[: x.size] = x
+                    self.cuda.htod(self.buffer.dptr, self.buffer.host, x.size * 4, self._stream)
+                    self.cuda.sync(self._stream)
+                self.batches += 1
+                return [self.buffer.dptr]
+            except BaseException as exc:  # noqa: BLE001 - TensorRT would swallow it: kept for check()
+                self._keep(exc)
                 return None
-            x = self.samples[self.index].reshape(-1)
-            self.index += 1
-            self.buffer.host[: x.size] = x
-            self.cuda.htod(self.buffer.dptr, self.buffer.host, x.size * 4, self._stream)
-            self.cuda.sync(self._stream)
-            return [self.buffer.dptr]
 
         def read_calibration_cache(self):
             # images given: calibrate afresh (and overwrite the cache); none: build from the cache alone
-            if self.samples is None:
-                log.info("using calibration cache %s", cache_path)
-                return cache_path.read_bytes()
-            return None
+            try:
+                if self.samples is not None:
+                    return None
+                if self._cache_bytes is None:
+                    data = cache_path.read_bytes()
+                    if not data:
+                        raise EdgeSRError(f"calibration cache {cache_path} is empty: make it again with --calib-images DIR")
+                    log.info("using calibration cache %s", cache_path)
+                    self._cache_bytes = data
+                return self._cache_bytes
+            except BaseException as exc:  # noqa: BLE001
+                self._keep(exc)
+                return None
 
         def write_calibration_cache(self, cache):
-            write_bytes_atomic(cache_path, bytes(cache))
-            log.info("wrote calibration cache %s", cache_path)
+            try:
+                write_bytes_atomic(cache_path, bytes(cache))
+                self.wrote_cache = True
+                log.info("wrote calibration cache %s", cache_path)
+            except BaseException as exc:  # noqa: BLE001
+                self._keep(exc)
+
+        def check(self) -> None:
+            """After build_serialized_network: raise what the callbacks hit, or a missing cache."""
+            exc = self.error
+            if exc is not None:
+                if isinstance(exc, EdgeSRError) or not isinstance(exc, Exception):
+                    raise exc
+                if isinstance(exc, OSError):
+                    raise EdgeSRError(f"INT8 calibration: {exc}") from exc
+                raise EdgeSRError(f"INT8 calibration failed in TensorRT's callback: {type(exc).__name__}: {exc}") from exc
+            if self.samples is not None:
+                if self.batches == 0:
+                    raise EdgeSRError("INT8 calibration: TensorRT took no calibration batch")
+                if not self.wrote_cache or not cache_path.is_file():
+                    raise EdgeSRError(f"INT8 calibration: TensorRT did not write the calibration cache {cache_path}")
 
         def free(self):
+            """Inside the caller's active()."""
             if self.buffer is not None:
                 self.buffer.free()
                 self.buffer = None

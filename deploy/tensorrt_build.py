@@ -1,28 +1,35 @@
 """TensorRT engine builder for TensorRT 8.x, 10.x and 11.x, branching on features, not versions.
 
-* explicit-batch network, ONNX parser with every parser error listed on failure;
+* explicit-batch network (the flag only below TensorRT 10, where implicit batch still exists), ONNX
+  parser with every parser error listed on failure; one process-wide TensorRT logger whose per-build
+  error buffer puts parser and builder errors in the failure message;
 * optimisation profile min/opt/max from the requested shapes;
 * workspace limit (``set_memory_pool_limit`` from 8.4, ``max_workspace_size`` before);
-* timing cache reused from a file beside the engine;
+* timing cache named by TensorRT version and GPU, reused when TensorRT accepts it; a cache from
+  another TensorRT or GPU is replaced by a fresh one (said in one line), never reported as reused;
 * FP16: ``BuilderFlag.FP16`` where it exists (up to 10); on 11 (strongly typed networks) a float16
   copy of the ONNX model is built instead;
-* INT8: from a Q/DQ ONNX (``edge-sr calibrate``) on every version; up to 10 also implicitly with an
-  ``IInt8EntropyCalibrator2`` from calibration images or from its cache alone;
+* INT8: from a Q/DQ ONNX (``edge-sr calibrate``) on every version, with FP16 allowed where the GPU has
+  fast FP16 (the float first conv then runs in FP16, as ``trtexec --int8 --fp16`` and Polygraphy do);
+  up to 10 also implicitly with an ``IInt8EntropyCalibrator2`` from calibration images or from its
+  cache alone (exceptions TensorRT's trampoline swallows are re-raised after the build);
 * a precision the GPU lacks is refused, never downgraded;
 * a sidecar JSON beside the engine records TensorRT version, GPU, precision, shapes and sources.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_sr import __version__
-from edge_sr.backends.tensorrt import SIDECAR_FORMAT, cuda_api, sidecar_path
+from edge_sr.backends.tensorrt import SIDECAR_FORMAT, cuda_api, sidecar_path, trt_logger
 from edge_sr.checkpoint import file_sha256
 from edge_sr.errors import DeviceError, EdgeSRError
 from edge_sr.imageio import atomic_path, write_bytes_atomic
@@ -69,6 +76,8 @@ def features(trt) -> dict:
         "tf32_flag": hasattr(bf, "TF32"),
         "calibrator": hasattr(trt, "IInt8EntropyCalibrator2"),
         "explicit_batch_flag": ncf is not None and hasattr(ncf, "EXPLICIT_BATCH"),
+        # implicit batch (and with it the binding API) went in TensorRT 10, where EXPLICIT_BATCH is ignored
+        "implicit_batch": hasattr(getattr(trt, "ICudaEngine", None), "num_bindings"),
         "strongly_typed": ncf is not None and hasattr(ncf, "STRONGLY_TYPED"),
         "memory_pool": hasattr(trt, "MemoryPoolType"),
         "serialized_build": hasattr(trt.Builder, "build_serialized_network"),
@@ -147,35 +156,19 @@ def float16_onnx(src: Path, dst: Path) -> None:
     onnx.save(mp16, str(dst))
 
 
-class _Logger:
-    """A TensorRT logger that also keeps the errors, to put them in the failure message."""
-
-    def __new__(cls, trt):
-        class L(trt.ILogger):
-            def __init__(self):
-                trt.ILogger.__init__(self)
-                self.errors = []
-
-            def log(self, severity, msg):
-                if int(severity) <= int(trt.Logger.ERROR):
-                    self.errors.append(str(msg))
-                    log.error("TensorRT: %s", msg)
-                elif int(severity) <= int(trt.Logger.WARNING):
-                    log.warning("TensorRT: %s", msg)
-                else:
-                    log.debug("TensorRT: %s", msg)
-
-        return L()
-
-
 def parse_onnx(trt, builder, logger, onnx_path: Path, flags: int):
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    ok = parser.parse(onnx_path.read_bytes(), str(onnx_path))  # the path resolves external weights
+    with logger.capture() as logged:
+        ok = parser.parse(onnx_path.read_bytes(), str(onnx_path))  # the path resolves external weights
     if not ok:
-        errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        lines = "\n".join(f"  {i + 1}. {e}" for i, e in enumerate(errs)) or "  (the parser gave no detail)"
-        raise EdgeSRError(f"TensorRT's ONNX parser rejected {onnx_path.name} ({len(errs)} error(s)):\n{lines}")
+        errs = [" ".join(str(parser.get_error(i)).split()) for i in range(parser.num_errors)] or logged[-5:]
+        listed = "; ".join(f"{i + 1}. {e}" for i, e in enumerate(errs)) or "the parser gave no detail"
+        hint = ""
+        if any("symmetric quantization" in e for e in errs):
+            hint = (" -- TensorRT takes only symmetric int8 Q/DQ (zero point 0): make the model with "
+                    "edge-sr calibrate --activations int8 (the default), not uint8")
+        raise EdgeSRError(f"TensorRT's ONNX parser rejected {onnx_path.name} ({len(errs)} error(s)): {listed}{hint}")
     return network, parser
 
 
@@ -193,6 +186,38 @@ def _check_io(trt, network, onnx_path: Path) -> str:
 def has_qdq(trt, network) -> bool:
     kinds = {getattr(trt.LayerType, n, None) for n in ("QUANTIZE", "DEQUANTIZE")} - {None}
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def default_timing_cache(out: Path, trt_version: str, gpu: str, cc: str) -> Path:
+    """Beside the engine, named by TensorRT version and GPU, so that an upgrade or another board starts
+    its own cache instead of tripping over the old one (engines of one device share it)."""
+    return out.with_name(f"edge-sr-timing-trt{trt_version}-{_slug(gpu)}-sm{cc.replace('.', '')}.cache")
+
+
+def attach_timing_cache(config, path: Path) -> tuple[object | None, str | None, bool]:
+    """(cache, note, reused). A file TensorRT rejects (``create_timing_cache`` gives None for another
+    TensorRT or damage, ``set_timing_cache`` False for another GPU) is replaced by an empty cache."""
+    note = None
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError as exc:
+        data, note = b"", f"timing cache {path} unreadable ({exc}): started an empty one"
+    if data:
+        cache = None
+        with contextlib.suppress(Exception):  # None (or an exception) for a cache of another TensorRT
+            cache = config.create_timing_cache(data)
+        if cache is not None and config.set_timing_cache(cache, False):
+            return cache, f"reused timing cache {path.name}", True
+        why = "another TensorRT version, or damaged" if cache is None else "another GPU"
+        note = f"timing cache {path.name} is from {why}: started an empty one (it replaces the file)"
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        return None, "TensorRT refused an empty timing cache: building without one", False
+    return cache, note, False
 
 
 def build_engine(
@@ -219,14 +244,28 @@ def build_engine(
     if not meta_in.get("scale"):
         raise EdgeSRError(f"{onnx_path.name} lacks edge-sr metadata (scale, output): export it with edge-sr export")
     trt = require("tensorrt", "building TensorRT engines")
+    cuda = cuda_api()
+    try:
+        with cuda.active():
+            gpu_name, cc = cuda.device()
+        return _build(trt, cuda, gpu_name, cc, onnx_path, out, precision, (mn, opt, mx), calib_images, calib_cache,
+                      workspace_mib, timing_cache, meta_in)
+    finally:
+        cuda.close()
+
+
+def _build(trt, cuda, gpu_name, cc, onnx_path: Path, out: Path, precision, shapes, calib_images, calib_cache,
+           workspace_mib, timing_cache, meta_in) -> BuildResult:
+    mn, opt, mx = shapes
     feat = features(trt)
     notes: list[str] = []
-    logger = _Logger(trt)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
+    fast_fp16 = getattr(builder, "platform_has_fast_fp16", None)
     # a precision the GPU lacks is refused, never downgraded (the properties are gone in TensorRT 11)
-    if precision == "fp16" and hasattr(builder, "platform_has_fast_fp16") and not builder.platform_has_fast_fp16:
+    if precision == "fp16" and fast_fp16 is False:
         raise DeviceError("this GPU has no fast FP16: build --precision fp32 instead (edge-sr never downgrades)")
-    if precision == "int8" and hasattr(builder, "platform_has_fast_int8") and not builder.platform_has_fast_int8:
+    if precision == "int8" and getattr(builder, "platform_has_fast_int8", None) is False:
         raise DeviceError("this GPU has no fast INT8: build --precision fp16 or fp32 instead (edge-sr never downgrades)")
 
     with tempfile.TemporaryDirectory(prefix="edge-sr-trt-") as tmpdir:
@@ -239,7 +278,7 @@ def build_engine(
             strongly_typed = True
             notes.append("FP16 through a float16 ONNX (TensorRT without BuilderFlag.FP16)")
         flags = 0
-        if feat["explicit_batch_flag"]:
+        if feat["explicit_batch_flag"] and feat["implicit_batch"]:
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         if feat["strongly_typed"] and (strongly_typed or not feat["fp16_flag"]):
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
@@ -258,7 +297,7 @@ def build_engine(
         config.add_optimization_profile(profile)
         if feat["tf32_flag"] and precision == "fp32":
             config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32
-        calibrator = calib_cuda = None
+        calibrator = None
         if precision == "fp16" and feat["fp16_flag"]:
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "int8":
@@ -266,6 +305,10 @@ def build_engine(
                 notes.append("INT8 from the Q/DQ nodes of the ONNX model (explicit quantization)")
                 if feat["int8_flag"]:
                     config.set_flag(trt.BuilderFlag.INT8)
+                if feat["fp16_flag"] and fast_fp16:
+                    config.set_flag(trt.BuilderFlag.FP16)
+                    notes.append("FP16 allowed for the layers outside Q/DQ (the float first conv), "
+                                 "as trtexec --int8 --fp16 does")
                 if calib_images or calib_cache:
                     notes.append("the ONNX model is already Q/DQ: calibration images/cache ignored")
             elif not feat["calibrator"]:
@@ -278,40 +321,42 @@ def build_engine(
                 from calibration.tensorrt_calibrator import make_entropy_calibrator
 
                 cache = Path(calib_cache) if calib_cache else out.with_name(out.name + ".calib.cache")
-                calib_cuda = None if calib_images is None else cuda_api()
-                calibrator = make_entropy_calibrator(trt, calib_images, cache, opt, cuda=calib_cuda)
+                with cuda.active():
+                    calibrator = make_entropy_calibrator(trt, calib_images, cache, opt,
+                                                         cuda=cuda if calib_images is not None else None)
                 config.set_flag(trt.BuilderFlag.INT8)
                 config.int8_calibrator = calibrator
                 if hasattr(config, "set_calibration_profile"):
                     config.set_calibration_profile(profile)
                 notes.append(f"implicit INT8 with IInt8EntropyCalibrator2 (cache {cache.name})")
-        tc_path = Path(timing_cache) if timing_cache else out.with_name(out.name + ".timing.cache")
+        tc_path = Path(timing_cache) if timing_cache else default_timing_cache(out, trt.__version__, gpu_name, cc)
         tcache = None
         if hasattr(config, "create_timing_cache"):
-            data = tc_path.read_bytes() if tc_path.is_file() else b""
-            tcache = config.create_timing_cache(data)
-            config.set_timing_cache(tcache, False)
-            if data:
-                notes.append(f"reused timing cache {tc_path.name}")
+            tcache, tc_note, _reused = attach_timing_cache(config, tc_path)
+            if tc_note:
+                notes.append(tc_note)
+                if not _reused:
+                    log.warning("%s", tc_note)
         try:
-            if feat["serialized_build"]:
-                plan = builder.build_serialized_network(network, config)
-            else:
-                eng = builder.build_engine(network, config)
-                plan = eng.serialize() if eng is not None else None
+            with cuda.active(), logger.capture() as errors:
+                if feat["serialized_build"]:
+                    plan = builder.build_serialized_network(network, config)
+                else:
+                    eng = builder.build_engine(network, config)
+                    plan = eng.serialize() if eng is not None else None
+            if calibrator is not None:
+                calibrator.check()  # what TensorRT's calibrator trampoline caught and only printed
         finally:
             if calibrator is not None:
-                calibrator.free()
-            if calib_cuda is not None:
-                calib_cuda.close()
+                with cuda.active():
+                    calibrator.free()
         if plan is None:
-            detail = "; ".join(logger.errors[-5:]) or "see the TensorRT log above"
+            detail = "; ".join(errors[-5:]) or "TensorRT gave no detail (run with -v for its log)"
             raise EdgeSRError(f"TensorRT could not build a {precision} engine from {onnx_path.name}: {detail}")
-        name, cc = _device_identity()
         meta = {
             "format": SIDECAR_FORMAT,
             "tensorrt": trt.__version__,
-            "gpu": name,
+            "gpu": gpu_name,
             "compute_capability": cc,
             "precision": precision,
             "input": in_name,
@@ -336,12 +381,3 @@ def build_engine(
                 log.warning("could not save the timing cache %s: %s", tc_path, exc)
                 tc_path = None
     return BuildResult(out, sidecar_path(out), tc_path if tcache is not None else None, meta, notes)
-
-
-def _device_identity() -> tuple[str, str]:
-    """(GPU name, compute capability 'major.minor') through pycuda or cuda-python."""
-    cuda = cuda_api()
-    try:
-        return cuda.device()
-    finally:
-        cuda.close()
