@@ -313,16 +313,16 @@ class _CudaPython:
     def _package_version(self) -> str:
         from importlib import metadata
 
-        for dist in ("cuda-bindings", "cuda-python"):
+        for dist in ("cuda-bindings", "cuda-python"):  # cuda-python 12.6+ is a metapackage over cuda-bindings
             try:
-                return metadata.version(dist)
+                return f"{dist} {metadata.version(dist)}"
             except metadata.PackageNotFoundError:
                 continue
-        return "?"
+        return "cuda-python"
 
     def _driver_problem(self, what: str) -> str:
         drv, rtv = self._driver_and_runtime()
-        binding = f"cuda-python {self._package_version()} (CUDA {_cuda_version(rtv)} runtime)"
+        binding = f"{self._package_version()} (CUDA {_cuda_version(rtv)} runtime)"
         if drv == 0:
             head = f"no usable NVIDIA driver for {binding} ({what})"
         else:
@@ -336,7 +336,7 @@ class _CudaPython:
 
     def versions(self) -> str:
         drv, rtv = self._driver_and_runtime()
-        return (f"cuda-python {self._package_version()} (CUDA {_cuda_version(rtv)} runtime), "
+        return (f"{self._package_version()} (CUDA {_cuda_version(rtv)} runtime), "
                 f"driver CUDA {_cuda_version(drv)}")
 
     def device(self) -> tuple[str, str]:
@@ -406,9 +406,10 @@ def cuda_api():
             log.info("CUDA binding skipped: %s", r)
         return api
     text = "; ".join(reasons)
+    hint = cuda_binding_hint()
     if device_problem:
-        raise DeviceError(f"no CUDA binding works on this device ({text}); {cuda_binding_hint()}")
-    raise MissingDependency(f"TensorRT needs pycuda or cuda-python for device buffers ({text}): {cuda_binding_hint()}")
+        raise DeviceError(f"no CUDA binding works on this device ({text})" + ("" if hint in text else f"; {hint}"))
+    raise MissingDependency(f"TensorRT needs pycuda or cuda-python for device buffers ({text}): {hint}")
 
 
 class Buffer:
