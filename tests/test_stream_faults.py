@@ -332,3 +332,49 @@ def test_unreachable_target_fps_falls_back_to_the_fastest(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "no model sustains 900 FPS" in r.stderr and "using the fastest" in r.stderr
     assert "2 frames" in r.stdout
+
+
+def _free_port() -> int:
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.slow
+def test_http_source_server_killed_and_restarted_is_reconnected(tmp_path):
+    """A real MJPEG-over-HTTP server (another edge-sr on 127.0.0.1) read through OpenCV's FFmpeg:
+    killed, restarted on the same port; the consumer reconnects with backoff and goes on."""
+    port = _free_port()
+    server_args = ["--source", "demo", "--width", "48", "--height", "32", "--model", "compact", "--http", str(port),
+                   "--log-interval", "60"]
+    server = start_stream(server_args)
+    consumer = None
+    try:
+        time.sleep(3)
+        consumer = start_stream(["--source", f"http://127.0.0.1:{port}/stream.mjpg", "--open-timeout", "2",
+                                 "--camera-wait", "20", "--model", "compact", "--no-output", "--log-interval", "0.5"])
+        wait_stats(consumer)
+        server.kill()
+        server.wait()
+        time.sleep(1.5)
+        server = start_stream(server_args)
+        deadline = time.monotonic() + 60
+        reopened = False
+        while time.monotonic() < deadline and not reopened:
+            line = consumer.stderr.readline()
+            reopened = "reopened (reconnect 1)" in line
+        assert reopened, "no reconnect"
+        wait_stats(consumer)  # frames flow again
+        consumer.send_signal(signal.SIGTERM)
+        out, err = consumer.communicate(timeout=30)
+        assert consumer.returncode == 0, err
+        assert '"reconnects": 1' in err
+    finally:
+        for p in (server, consumer):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
