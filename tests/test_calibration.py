@@ -60,7 +60,19 @@ def test_symmetric_int8_qdq(fp32, images, tmp_path):
     assert '"tensorrt_compatible": true' in meta["edge_sr.int8"]
 
 
-def test_int8_output_close_to_fp32(fp32, images, tmp_path):
+@pytest.fixture(scope="module")
+def shipped_fp32():
+    from conftest import REPO
+
+    p = REPO / "edge_sr" / "weights" / "dcscn_compact_x2.onnx"
+    if not p.is_file():
+        pytest.skip("the compact FP32 ONNX is not shipped")
+    return p
+
+
+def test_int8_output_close_to_fp32(shipped_fp32, images, tmp_path):
+    """Trained weights (random ones have no realistic ranges). Not a max-error bound: ONNX Runtime's INT8
+    kernels differ by CPU (AVX-512 VNNI / AVX2 / NEON), and on AVX2 single pixels move by up to 0.06."""
     from calibration.data import load_calibration_set
     from calibration.quantize import quantize_int8
     from edge_sr.backends.onnxruntime import OnnxUpscaler
@@ -69,16 +81,17 @@ def test_int8_output_close_to_fp32(fp32, images, tmp_path):
     y = s[3, 0]
     outs = {}
     for act in ("int8", "uint8"):
-        res = quantize_int8(fp32, tmp_path / f"{act}.onnx", s, method="percentile", activations=act,
+        res = quantize_int8(shipped_fp32, tmp_path / f"{act}.onnx", s, method="percentile", activations=act,
                             keep_float=["first_conv"])
         with OnnxUpscaler(res.path) as q:
             outs[act] = q.infer(y).copy()
             assert q.precision == "int8" and q.output_is_residual
-    with OnnxUpscaler(fp32) as f:
+    with OnnxUpscaler(shipped_fp32) as f:
         ref = f.infer(y)
     for act, out in outs.items():
-        err = np.abs(out - ref).max()
-        assert 0 < err < 0.05 * max(np.abs(ref).max(), 1e-3) + 0.01, act
+        err = np.abs(out - ref)
+        assert 0 < err.mean() < 0.25 * np.abs(ref).mean(), act  # measured on AVX2: 0.15 (int8), 0.12 (uint8)
+        assert np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.97, act  # measured: 0.990, 0.995
 
 
 def test_keep_float_unknown_name(fp32, images, tmp_path):
@@ -134,13 +147,156 @@ def test_cli_calibrate_bad_input(fp32, images, tmp_path):
     assert not out.exists() and not list(tmp_path.glob(".q.onnx*"))
 
 
-def test_set5_int8_within_bar(fp32, set5, tmp_path, images):
-    """The shipped bar on Set5, here with random test weights: INT8 stays near FP32 through the protocol."""
+def test_set5_int8_within_bar(shipped_fp32, set5, tmp_path):
+    """The shipped bar on Set5: the trained compact model calibrated the default way (percentile, first conv
+    float) on Set5 crops loses less than 0.15 dB by the protocol (measured: -0.11 dB on an AVX2 CPU)."""
     from calibration.data import load_calibration_set
     from calibration.quantize import quantize_int8
     from calibration.report import protocol_psnr
 
     s = load_calibration_set(set5, crop=(64, 64), crops_per_image=4)
-    q = quantize_int8(fp32, tmp_path / "q.onnx", s).path
-    ps = protocol_psnr({"fp32": fp32, "int8": q}, set5)
-    assert abs(ps["int8"] - ps["fp32"]) < 0.5
+    q = quantize_int8(shipped_fp32, tmp_path / "q.onnx", s, method="percentile", keep_float=["first_conv"]).path
+    ps = protocol_psnr({"fp32": shipped_fp32, "int8": q}, set5)
+    assert ps["fp32"] == pytest.approx(37.302, abs=0.01)  # docs/quality/compact_x2.json
+    assert -0.15 < ps["int8"] - ps["fp32"] < 0.05
+
+
+# -- what the report and the metadata claim, checked against independent measurements -------------
+def _graph_facts(path):
+    """Read from the graph itself, not from its metadata: for each Conv (in graph order), whether its weight
+    is dequantized from int8 and, if so, whether per output channel (scale of one value per output channel
+    along axis 0) or per tensor; and whether its data input comes from a DequantizeLinear."""
+    from onnx import numpy_helper
+
+    mp = onnx.load(str(path))
+    inits = {i.name: i for i in mp.graph.initializer}
+    producer = {o: n for n in mp.graph.node for o in n.output}
+    facts = []
+    for n in mp.graph.node:
+        if n.op_type != "Conv":
+            continue
+        src = producer.get(n.input[1])
+        data_dq = getattr(producer.get(n.input[0]), "op_type", None) == "DequantizeLinear"
+        if src is None or src.op_type != "DequantizeLinear":
+            assert n.input[1] in inits and numpy_helper.to_array(inits[n.input[1]]).dtype == np.float32
+            facts.append({"name": n.name, "weight": "float", "data_dq": data_dq})
+            continue
+        q = numpy_helper.to_array(inits[src.input[0]])
+        scale = numpy_helper.to_array(inits[src.input[1]])
+        axis = next((a.i for a in src.attribute if a.name == "axis"), 1)  # ONNX's default axis is 1
+        per_channel = scale.size == q.shape[0] > 1 and scale.ndim == 1 and axis == 0
+        facts.append({"name": n.name, "weight": "int8 per-channel" if per_channel else
+                      ("int8 per-tensor" if scale.size == 1 else "int8 other"), "dtype": q.dtype, "data_dq": data_dq})
+    return facts
+
+
+def _meta_int8(path):
+    import json
+
+    mp = onnx.load(str(path))
+    return json.loads({p.key: p.value for p in mp.metadata_props}["edge_sr.int8"])
+
+
+def _check_claims_match_graph(path):
+    facts, meta = _graph_facts(path), _meta_int8(path)
+    floats = [f["name"] for f in facts if f["weight"] == "float"]
+    assert floats == meta["kept_float"], (floats, meta["kept_float"])
+    for f in facts:
+        if f["weight"] != "float":
+            assert f["dtype"] == np.int8
+            assert f["weight"] == ("int8 per-channel" if meta["per_channel"] else "int8 per-tensor"), f
+            assert f["data_dq"], f  # a quantized conv reads quantized activations
+    assert not facts[0]["data_dq"] or facts[0]["weight"] != "float"  # the first conv, kept float, reads the float input
+    return facts
+
+
+@pytest.mark.parametrize("keep", [["first_conv"], ["first_conv", "last_conv"], []])
+def test_keep_float_and_per_channel_are_in_the_graph(fp32, images, tmp_path, keep):
+    from calibration.data import load_calibration_set
+    from calibration.quantize import quantize_int8
+
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=1)
+    res = quantize_int8(fp32, tmp_path / "q.onnx", s, method="minmax", keep_float=keep)
+    facts = _check_claims_match_graph(res.path)
+    floats = [f["name"] for f in facts if f["weight"] == "float"]
+    convs = [f["name"] for f in facts]
+    want = ([convs[0]] if "first_conv" in keep else []) + ([convs[-1]] if "last_conv" in keep else [])
+    assert floats == want
+    assert all(f["weight"] == "int8 per-channel" for f in facts if f["name"] not in want)
+
+
+def test_per_tensor_is_said_and_done(fp32, images, tmp_path):
+    from calibration.data import load_calibration_set
+    from calibration.quantize import quantize_int8
+
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=1)
+    res = quantize_int8(fp32, tmp_path / "q.onnx", s, method="minmax", per_channel=False)
+    facts = _check_claims_match_graph(res.path)
+    assert _meta_int8(res.path)["per_channel"] is False
+    assert all(f["weight"] == "int8 per-tensor" for f in facts if f["weight"] != "float")
+
+
+@pytest.mark.parametrize("name", ["dcscn_compact_x2.int8.onnx", "dcscn_normal_x2.int8.onnx"])
+def test_shipped_int8_metadata_tells_the_truth(name):
+    from conftest import REPO
+
+    path = REPO / "edge_sr" / "weights" / name
+    if not path.is_file():
+        pytest.skip(f"{name} not shipped")
+    facts = _check_claims_match_graph(path)
+    assert facts[0]["weight"] == "float" and all(f["weight"] == "int8 per-channel" for f in facts[1:])
+
+
+def _report_line(stdout):
+    import re
+
+    m = re.search(r"fp32 (-?[\d.]+) dB, int8 (-?[\d.]+) dB, delta ([-+][\d.]+) dB \((within|OUTSIDE) the 0.15 dB bar\)",
+                  stdout)
+    assert m, stdout
+    return float(m[1]), float(m[2]), float(m[3]), m[4]
+
+
+def _eval_psnr(model, folder):
+    """`edge-sr eval` of one model file on one folder, read from its JSON report."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        out = f"{d}/r.json"
+        r = run_cli("eval", "--data", str(folder), "--model", str(model), "--no-ssim", "--json", out)
+        assert r.returncode == 0, r.stderr
+        res = json.load(open(out))["results"]
+    (label,) = [k for k in res if k != "bicubic"]
+    (only,) = res[label].values()
+    return only["psnr"]
+
+
+@pytest.mark.slow
+def test_report_rows_equal_eval_and_the_verdict_follows_the_sign(images, tmp_path):
+    """The calibrate report's fp32 row is `eval` of the FP32 file, its int8 row `eval` of the INT8 file, and
+    the verdict says "within" exactly when int8 - fp32 >= -0.15 dB: once with a good calibration (measured
+    -0.08 dB), once with a calibration on near-black images (ranges far too small: INT8 clips, -1.8 dB).
+    The shipped compact FP32 model: trained weights, so that clipping costs quality."""
+    import cv2
+
+    from conftest import REPO
+
+    fp32 = REPO / "edge_sr" / "weights" / "dcscn_compact_x2.onnx"
+
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    for i in range(8):
+        cv2.imwrite(str(dark / f"{i}.png"), (textured_bgr(40, 56, seed=i) // 64).astype(np.uint8))
+    verdicts = set()
+    for name, calib in (("good", images), ("clipped", dark)):
+        out = tmp_path / f"{name}.int8.onnx"
+        r = run_cli("calibrate", "--onnx", str(fp32), "--images", str(calib), "-o", str(out), "--crop", "32x32",
+                    "--method", "minmax", "--val", str(images), "--bench", "none")
+        assert r.returncode == 0, r.stderr
+        f, i, d, verdict = _report_line(r.stdout)
+        assert f == pytest.approx(_eval_psnr(fp32, images), abs=0.0015)
+        assert i == pytest.approx(_eval_psnr(out, images), abs=0.0015)
+        assert d == pytest.approx(i - f, abs=0.0025)
+        assert verdict == ("within" if i - f >= -0.15 else "OUTSIDE"), (name, f, i, verdict)
+        verdicts.add(verdict)
+    assert verdicts == {"within", "OUTSIDE"}, "the test needs one calibration on each side of the bar"
