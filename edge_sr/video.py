@@ -7,8 +7,9 @@ Without PyAV, OpenCV's writer is the fallback: no sound, MPEG-4 part 2 (``mp4v``
     Decodes every frame, upscales it and encodes it with the input frame's own timestamp (variable
     frame rate inputs stay in sync), copies the audio packets untouched (or re-encodes them when the
     output container cannot hold the codec), shows a progress bar with an ETA, and finalises on
-    Ctrl-C: a stopped or failed run leaves ``NAME.partial.mp4`` (what was done, playable), never a
-    half-written file under the final name.
+    Ctrl-C: a stopped or failed run (disk full included) leaves ``NAME.partial.mp4`` (what was done,
+    playable), never a half-written file under the final name. MP4 is written fragmented (a keyframe
+    and a fragment every 2 s) so that whatever stops the run, the fragments done so far play.
 
 ``Recording`` (what ``edge_sr.sinks.VideoFileSink`` writes through)
     A live recording: each frame gets its capture (wall) time as its presentation time, so ten
@@ -61,6 +62,8 @@ CODEC_ALIASES = {
 }
 # codec for OpenCV's writer (the fallback without PyAV)
 CV2_FOURCC = {"mpeg4": "mp4v", "mjpeg": "MJPG", "libx264": "avc1", "h264": "avc1"}
+# audio copied as it is into MP4/MOV (what browsers decode there); anything else becomes AAC
+BROWSER_AUDIO = ("aac", "mp3", "opus", "flac")
 PARTIAL_TAG = ".partial"
 RECOVERED_TAG = ".recovered-"
 RECORDING_TIME_BASE = Fraction(1, 90000)  # the MPEG clock: exact for 24/25/30/50/60 and 1000/1001 rates
@@ -361,7 +364,7 @@ class _AvWriter:
         self.path = path
         options: dict[str, str] = {}
         if fmt in FRAGMENTABLE:
-            options["movflags"] = ("frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart")
+            options["movflags"] = "frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
         if fragmented:
             options["flush_packets"] = "1"  # each fragment reaches the kernel as soon as it is made
         try:
@@ -389,6 +392,7 @@ class _AvWriter:
         self._audio_plan: list = []  # (input stream, None: copy | encoder name)
         self._audio: dict[int, tuple[object, bool]] = {}  # input stream index -> (output stream, re-encode)
         self._held: list = []  # packets that came before the header could be written
+        self.origin_s = 0.0  # input time that becomes 0 in the output (audio packets are moved by it)
         self.frames = 0
         self.first_time_s: float | None = None
         self.last_time_s = 0.0
@@ -419,7 +423,8 @@ class _AvWriter:
         re-encoded (AAC for MP4/MOV, Opus for WebM). Call before the first frame; the streams are made
         after the video stream (video first, as players expect). False when it cannot be carried."""
         name = in_stream.codec_context.name
-        if name in self.container.supported_codecs:
+        fmt = self.container.format.name
+        if name in self.container.supported_codecs and (fmt not in FRAGMENTABLE or name in BROWSER_AUDIO):
             self._audio_plan.append((in_stream, None))
             return True
         target = "libopus" if self.container.format.name == "webm" else "aac"
@@ -439,8 +444,7 @@ class _AvWriter:
                     out = self.container.add_stream_from_template(in_stream)
                 else:
                     out = self.container.add_stream(target, rate=in_stream.codec_context.sample_rate or 48000)
-                    with contextlib.suppress(Exception):
-                        out.layout = in_stream.codec_context.layout
+                    out.layout = _named_layout(in_stream.codec_context.layout)
                     log.info("audio %s cannot go into %s as it is: re-encoding it as %s", name, self.path.suffix,
                              target)
             except (av.FFmpegError, ValueError) as exc:
@@ -463,6 +467,10 @@ class _AvWriter:
         if self.threads:
             cc.thread_count = self.threads
         cc.options = _encoder_options(self.encoder, self.live, self.crf, self.preset)
+        if self.container.format.name in (*FRAGMENTABLE, "avi"):
+            # no B-frames: a fragmented MP4 has no edit list to undo the decode delay they bring, so the
+            # picture would lag the sound by it (AVI cannot reorder at all)
+            cc.max_b_frames = 0
         if self.encoder == "libx265" and self.container.format.name in FRAGMENTABLE:
             with contextlib.suppress(Exception):
                 st.codec_tag = "hvc1"  # what Safari and Chrome expect for HEVC in MP4
@@ -526,6 +534,10 @@ class _AvWriter:
         if got is None:
             return
         out, reencode = got
+        if self.origin_s:  # the input's start moves to 0 (video and sound alike: they stay in sync)
+            shift = int(round(self.origin_s / packet.time_base))
+            packet.pts = packet.pts - shift if packet.pts is not None else None
+            packet.dts = packet.dts - shift
         if reencode:
             for frame in packet.decode():
                 frame.pts = None  # the encoder counts samples
@@ -565,6 +577,17 @@ class _AvWriter:
         """Close without caring about errors (after a failure); what reached the file stays."""
         with contextlib.suppress(Exception):
             self.container.close()
+
+
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _named_layout(layout) -> str:
+    """An encoder wants a named channel layout; an unspecified one ("2 channels") gets the usual one."""
+    name = getattr(layout, "name", "") or ""
+    if name and "channels" not in name:
+        return name
+    return _DEFAULT_LAYOUTS.get(getattr(layout, "nb_channels", 2), "stereo")
 
 
 class WriteError(EdgeSRError):
@@ -699,9 +722,13 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, upscaler, code
         writer = None
         try:
             writer = _AvWriter(tmp.path, CONTAINERS[dst_p.suffix.lower()], encoder, vin.time_base, rate,
-                               live=False, crf=crf, preset=preset, color=color)
+                               live=False, crf=crf, preset=preset, color=color, fragmented=True, keyframe_s=2.0)
             writer.check_encoder()
             carried = [a.codec_context.name for a in ains if writer.add_audio(a)]
+            # the output starts at 0: without an edit list (fragmented MP4) a negative start (AAC priming,
+            # B-frame delay) would otherwise be shifted by the muxer for some packets and not others
+            writer.origin_s = float(inp.start_time / av.time_base) if inp.start_time is not None else 0.0
+            v_origin = int(round(writer.origin_s / vin.time_base))
             error: EdgeSRError | None = None
             fallback_pts = 0
             frame_ticks = int(round(1 / (float(rate) * vin.time_base))) if rate else 1
@@ -720,7 +747,7 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, upscaler, code
                             pts = frame.pts if frame.pts is not None else fallback_pts
                             fallback_pts = pts + frame_ticks
                             img = frame.to_ndarray(format="bgr24")
-                            writer.write(upscaler.upscale(img, tile=tile), pts)
+                            writer.write(upscaler.upscale(img, tile=tile), pts - v_origin)
                             bar.update(1)
                             if on_frame is not None:
                                 on_frame(writer.frames)
@@ -880,6 +907,7 @@ class Recording:
         self.fmt = CONTAINERS[self.path.suffix.lower()]
         self.backend = "pyav" if have_pyav() else "opencv"
         self._audio_in = None
+        self._origin: float | None = None
         self._last_sync = self._clock()
         self._tmp = _LockedTemp(self.path)
         try:
@@ -917,10 +945,11 @@ class Recording:
         self._audio_in = inp
         self._audio_iter = inp.demux(streams)
         self._audio_next = None
-        self._audio_t0: float | None = None
+        self._origin = float(inp.start_time / av.time_base) if inp.start_time is not None else None
+        self._w.origin_s = self._origin or 0.0
 
     def _copy_audio_until(self, t_s: float) -> None:
-        """Mux the source's audio packets up to ``t_s`` (seconds after its first packet)."""
+        """Mux the source's audio packets up to ``t_s`` (output seconds)."""
         if self._audio_in is None:
             return
         while True:
@@ -936,9 +965,7 @@ class Recording:
                 self._audio_next = None
                 continue
             pt = float((p.pts if p.pts is not None else p.dts) * p.time_base)
-            if self._audio_t0 is None:
-                self._audio_t0 = pt
-            if pt - self._audio_t0 > t_s:
+            if pt - (self._origin or 0.0) > t_s:
                 return
             self._audio_next = None
             self._w.write_audio(p)
@@ -951,25 +978,26 @@ class Recording:
             return max(0.0, t - self._t0)
         i = self.frames
         ts = self._timestamps
+        origin = self._origin if self._origin is not None else (ts[0] if ts else 0.0)
         if ts and i < len(ts):
-            return ts[i] - ts[0]
+            return ts[i] - origin
         if ts:
-            return ts[-1] - ts[0] + (i - len(ts) + 1) / self.fps
+            return ts[-1] - origin + (i - len(ts) + 1) / self.fps
         return i / self.fps
 
     def write(self, frame_bgr_u8: np.ndarray, t_s: float | None = None) -> None:
         """Add a frame captured at ``t_s`` (monotonic seconds; default now). Raises WriteError once when
         the file cannot be written (the frames so far are then already kept under the final name)."""
         with self._lock:
-            if self.closed:
-                return
             if self.failed is not None:
                 raise self.failed
+            if self.closed:
+                return
             pts_s = self._pts_s(t_s)
             try:
                 if self.backend == "pyav":
                     self._w.write(frame_bgr_u8, int(round(pts_s / self._tb)))
-                    self._copy_audio_until(pts_s + 0.5)
+                    self._copy_audio_until(pts_s + 1.0 / self.fps)  # the sound under this frame too
                 else:
                     self._w.write(frame_bgr_u8, pts_s)
                 self.frames += 1
@@ -1118,3 +1146,55 @@ def video_info(path: str | os.PathLike) -> dict:
             info["audio"].append({"codec": s.codec_context.name, "sample_rate": s.codec_context.sample_rate})
     return info
 
+
+
+def make_test_clip(path: str | os.PathLike, seconds: float = 10.0, fps: float = 25.0, width: int = 320,
+                   height: int = 240, audio: bool = True, codec: str | None = None, audio_codec: str | None = None,
+                   timestamps_s: list[float] | None = None, tone_hz: float = 440.0) -> Path:
+    """A clip of the moving demo scene (``edge_sr.scene``) with a sine tone, made with PyAV: for tests,
+    docs and trying the video path without a camera. ``timestamps_s``: explicit frame times (variable
+    frame rate) instead of ``seconds`` x ``fps``."""
+    from .scene import render_scene
+
+    av = _av()
+    p = Path(path)
+    fmt = CONTAINERS.get(p.suffix.lower())
+    if fmt is None:
+        raise EdgeSRError(f"unsupported video file type {p.suffix}")
+    tb = Fraction(1, 90000)
+    times = timestamps_s if timestamps_s is not None else [i / fps for i in range(int(round(seconds * fps)))]
+    with av.open(str(p), "w", format=fmt) as out:
+        enc = resolve_encoder(codec, p.suffix)
+        vs = out.add_stream(enc, rate=Fraction(fps).limit_denominator(1001))
+        vs.width, vs.height, vs.pix_fmt = width, height, _pix_fmt(vs.codec_context.codec)
+        vs.codec_context.time_base = tb
+        vs.options = {"preset": "ultrafast"} if enc in ("libx264", "libx265") else {}
+        aus = None
+        if audio:
+            acodec = audio_codec or ("libopus" if fmt == "webm" else "aac" if fmt in FRAGMENTABLE else "aac")
+            aus = out.add_stream(acodec, rate=48000)
+            aus.layout = "mono"
+        for t in times:
+            frame = av.VideoFrame.from_ndarray(render_scene(t, height, width), format="bgr24")
+            frame = frame.reformat(format=vs.pix_fmt)
+            frame.pts, frame.time_base = int(round(t / tb)), tb
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        if aus is not None:
+            rate = 48000
+            span = (times[-1] + 1.0 / fps) if times else seconds
+            t = np.arange(int(round(span * rate)), dtype=np.float64) / rate
+            pcm = (0.3 * np.sin(2 * np.pi * tone_hz * t)).astype(np.float32)
+            step = 960 if "opus" in aus.codec_context.name else 1024
+            fmt_name = aus.codec_context.format.name if aus.codec_context.format else "fltp"
+            for k in range(0, len(pcm), step):
+                chunk = pcm[k:k + step]
+                if fmt_name == "s16":
+                    af = av.AudioFrame.from_ndarray((chunk * 32767).astype(np.int16)[None, :], format="s16",
+                                                    layout="mono")
+                else:
+                    af = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+                af.sample_rate, af.pts, af.time_base = rate, k, Fraction(1, rate)
+                out.mux(aus.encode(af))
+            out.mux(aus.encode(None))
+    return p
