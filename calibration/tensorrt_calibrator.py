@@ -90,6 +90,8 @@ def make_entropy_calibrator(trt, images, cache_path, lr_shape, cuda=None, crops_
                 return None
 
         def write_calibration_cache(self, cache):
+            if self.error is not None:  # calibration ended early on an error: its table would be wrong
+                return
             try:
                 write_bytes_atomic(cache_path, bytes(cache))
                 self.wrote_cache = True

@@ -277,3 +277,152 @@ def test_real_engine_matches_onnxruntime(onnx_models, qdq_model, tmp_path, preci
         got = bic + trt_up.residual(y)
         p = _psnr(got, ref)
     assert p > {"fp32": 60, "fp16": 45, "int8": 35}[precision], f"{precision}: {p:.1f} dB vs ONNX Runtime"
+
+
+# -- the defects of issue #10, each against the fake's model of the real behaviour --------------------
+
+def test_builder_errors_reach_the_message_while_a_runtime_lives(fake, onnx_models, tmp_path):
+    """TensorRT keeps the first logger given to a Builder/Runtime while any lives: a logger made per
+    build never saw the builder's errors once an engine was open (bench over engines, tests)."""
+    from edge_sr.backends import open_upscaler
+
+    trt, _ = fake("10.3.0")
+    out = tmp_path / "m.engine"
+    _build(onnx_models[0], out, precision="fp16")
+    with open_upscaler(out):
+        trt.fail_build = "[optimizer.cpp::computeCosts::3869] Error Code 10: Internal Error (Could not find any implementation)"
+        with pytest.raises(EdgeSRError, match="Could not find any implementation"):
+            _build(onnx_models[0], tmp_path / "b.engine", precision="fp16")
+    assert not (tmp_path / "b.engine").exists()
+
+
+def test_timing_cache_from_another_tensorrt_is_replaced(fake, onnx_models, tmp_path):
+    tc = tmp_path / "tc.bin"
+    fake("10.3.0")
+    _build(onnx_models[0], tmp_path / "a.engine", precision="fp32", timing_cache=tc)
+    trt, _ = fake("10.4.0")  # create_timing_cache gives None for it
+    res = _build(onnx_models[0], tmp_path / "b.engine", precision="fp32", timing_cache=tc)
+    assert trt.calls[-1]["timing_cache_in"] == 0  # built with a fresh cache
+    assert not any("reused" in n for n in res.notes)
+    assert any("another TensorRT version" in n and "started an empty one" in n for n in res.notes)
+    assert tc.read_bytes().startswith(b"FAKE-TIMING-CACHE|10.4.0|")  # the fresh one replaces the file
+
+
+def test_timing_cache_from_another_gpu_is_not_reported_as_reused(fake, onnx_models, tmp_path):
+    tc = tmp_path / "tc.bin"
+    fake("10.3.0", gpu="Fake Xavier")
+    _build(onnx_models[0], tmp_path / "a.engine", precision="fp32", timing_cache=tc)
+    trt, _ = fake("10.3.0")  # set_timing_cache returns False for another GPU's cache
+    res = _build(onnx_models[0], tmp_path / "b.engine", precision="fp32", timing_cache=tc)
+    assert trt.calls[-1]["timing_cache_in"] == 0
+    assert not any("reused" in n for n in res.notes)
+    assert any("another GPU" in n for n in res.notes)
+    assert b"|Fake Orin|" in tc.read_bytes()
+
+
+def _calib_images(tmp_path, n=8, size=(60, 80)):
+    import cv2
+    from conftest import textured_bgr
+
+    imgs = tmp_path / "calib"
+    imgs.mkdir(exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(imgs / f"{i}.png"), textured_bgr(*size, seed=i))
+    return imgs
+
+
+def test_calibrator_exception_is_raised_after_the_build(fake, onnx_models, tmp_path, monkeypatch):
+    """TensorRT's trampoline catches a get_batch exception, prints it and ends calibration: the build
+    failed with a message that hid the cause."""
+    imgs = _calib_images(tmp_path)
+    trt, cuda = fake("10.3.0")
+    calls = []
+
+    def failing_htod(*a):
+        calls.append(1)
+        if len(calls) == 3:
+            raise DeviceError("cudaMemcpyAsync failed: cudaErrorIllegalAddress (700)")
+        return type(cuda).htod(cuda, *a)
+
+    monkeypatch.setattr(cuda, "htod", failing_htod)
+    cache = tmp_path / "c.cache"
+    with pytest.raises(DeviceError, match="cudaErrorIllegalAddress"):
+        _build(onnx_models[0], tmp_path / "m.engine", precision="int8", calib_images=imgs, calib_cache=cache)
+    assert trt.trampoline_errors == []  # our callback kept it instead of letting TensorRT swallow it
+    assert not list(tmp_path.glob("m.engine*")) and not cache.exists()
+    assert not cuda.live  # buffers freed
+
+
+def test_calibration_cache_that_cannot_be_written_fails_the_build(fake, onnx_models, tmp_path):
+    imgs = _calib_images(tmp_path)
+    fake("10.3.0")
+    cache = tmp_path / "no-such-dir" / "c.cache"
+    with pytest.raises(EdgeSRError, match="output folder does not exist"):  # re-raised after the build
+        _build(onnx_models[0], tmp_path / "m.engine", precision="int8", calib_images=imgs, calib_cache=cache)
+    assert not list(tmp_path.glob("m.engine*"))
+
+
+def test_calibration_images_too_small_is_one_clear_error(fake, onnx_models, tmp_path):
+    imgs = _calib_images(tmp_path, size=(20, 20))  # smaller than the 48x64 profile: no usable batch
+    fake("10.3.0")
+    with pytest.raises(EdgeSRError, match="calibration needs at least 8 image"):
+        _build(onnx_models[0], tmp_path / "m.engine", precision="int8", calib_images=imgs,
+               calib_cache=tmp_path / "c.cache")
+    assert not list(tmp_path.glob("m.engine*")) and not (tmp_path / "c.cache").exists()
+
+
+def test_calibration_cache_read_twice_is_served_from_memory(tmp_path):
+    from calibration.tensorrt_calibrator import make_entropy_calibrator
+
+    trt = make_fake_trt("10.3.0")
+    cache = tmp_path / "c.cache"
+    cache.write_bytes(b"TRT-8601-EntropyCalibration2\n")
+    cal = make_entropy_calibrator(trt, None, cache, (48, 64))
+    first = cal.read_calibration_cache()
+    cache.unlink()  # TensorRT reads again later (Polygraphy keeps it in memory for this)
+    assert cal.read_calibration_cache() == first == b"TRT-8601-EntropyCalibration2\n"
+    cal.check()
+
+
+def test_explicit_batch_only_below_tensorrt_10(fake, onnx_models, tmp_path):
+    for version, expect in (("8.6.1", 1), ("10.3.0", 0), ("11.0.0", 0)):
+        trt, _ = fake(version)
+        _build(onnx_models[0], tmp_path / f"{version}.engine", precision="fp32")
+        assert trt.calls[-1]["network_flags"] & 1 == expect, version
+
+
+def test_asymmetric_uint8_qdq_is_refused_with_what_to_do(fake, onnx_models, tmp_path, textured):
+    from calibration.quantize import quantize_int8
+
+    samples = np.stack([textured[:32, :32], textured[32:64, 32:64]])[:, None]
+    u8 = quantize_int8(onnx_models[0], tmp_path / "m.u8.onnx", samples, activations="uint8").path
+    fake("10.3.0")
+    with pytest.raises(EdgeSRError) as exc:
+        _build(u8, tmp_path / "m.engine", precision="int8")
+    msg = str(exc.value)
+    assert "symmetric quantization" in msg and "--activations int8" in msg and "\n" not in msg
+    assert not list(tmp_path.glob("m.engine*"))
+
+
+def test_refused_tensor_address_is_an_error(fake, onnx_models, tmp_path, monkeypatch):
+    from edge_sr.backends.tensorrt import TensorRTUpscaler
+
+    trt, cuda = fake("10.3.0")
+    out = tmp_path / "m.engine"
+    _build(onnx_models[0], out, precision="fp16")
+    ctx_cls = type(trt.Runtime(trt.Logger()).deserialize_cuda_engine(out.read_bytes()).create_execution_context())
+    monkeypatch.setattr(ctx_cls, "set_tensor_address", lambda self, name, ptr: False)
+    with pytest.raises(DeviceError, match="refused the device address"):
+        TensorRTUpscaler(out)
+    assert not cuda.live
+
+
+def test_engine_tensorrt_cannot_read_names_its_reason(fake, onnx_models, tmp_path):
+    from edge_sr.backends.tensorrt import TensorRTUpscaler
+
+    fake("10.3.0")
+    out = tmp_path / "m.engine"
+    _build(onnx_models[0], out, precision="fp16")
+    out.write_bytes(b"\x00garbage")
+    with pytest.raises(DeviceError, match="Magic tag does not match.*rebuild it on this device"):
+        TensorRTUpscaler(out)
