@@ -184,7 +184,7 @@ def _check_io(trt, network, onnx_path: Path) -> str:
 
 
 def has_qdq(trt, network) -> bool:
-    kinds = {getattr(trt.LayerType, n, None) for n in ("QUANTIZE", "DEQUANTIZE")} - {None}
+    kinds = {getattr(trt.LayerType, "QUANTIZE", None), getattr(trt.LayerType, "DEQUANTIZE", None)} - {None}
     return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
 
 
