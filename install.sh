@@ -93,6 +93,7 @@ else
   extras="$extras,ort"
 fi
 extras="$extras,http"  # the stream's HTTP output: prometheus_client, h11
+extras="$extras,video"  # video files: PyAV (H.264 with sound; its wheel brings its own FFmpeg)
 [ $want_train = 1 ] && extras="$extras,train"
 [ $want_test = 1 ] && extras="$extras,test,train,bench"
 [ $want_bench = 1 ] && extras="$extras,bench"
