@@ -148,8 +148,15 @@ py="$prefix/bin/python"
 if [ "$platform" = jetson ]; then
   "$py" -c 'import tensorrt' 2>/dev/null && say "TensorRT: $("$py" -c 'import tensorrt; print(tensorrt.__version__)')" \
     || say "TensorRT not importable: it comes with JetPack (sudo apt install python3-libnvinfer); edge-sr build-engine needs it"
-  "$py" -c 'import pycuda' 2>/dev/null || "$py" -c 'import cuda' 2>/dev/null \
-    || say "no pycuda/cuda-python: the TensorRT backend needs one (pip install cuda-python, or pycuda built on the device)"
+  if ! "$py" -c 'import pycuda.driver' 2>/dev/null && ! "$py" -c 'import cuda.bindings.runtime' 2>/dev/null \
+     && ! "$py" -c 'import cuda.cudart' 2>/dev/null; then
+    l4t=$(sed -n 's/^# R\([0-9]*\).*/\1/p' "$tegra_release" 2>/dev/null)
+    case "$l4t" in
+      36) say "no CUDA binding: the TensorRT backend needs one; on JetPack 6: $prefix/bin/pip install \"cuda-python>=12,<13\" (13.x needs a CUDA 13 driver)" ;;
+      34|35) say "no CUDA binding: the TensorRT backend needs one; on JetPack 5: PATH=/usr/local/cuda/bin:\$PATH $prefix/bin/pip install pycuda (built on the device), or a cuda-python 11.x the driver accepts" ;;
+      *) say "no CUDA binding: the TensorRT backend needs pycuda (built on the device) or cuda-python matching the driver's CUDA major version" ;;
+    esac
+  fi
 fi
 if [ "$platform" = pi ]; then
   "$py" -c 'import picamera2' 2>/dev/null && say "picamera2: found" \

@@ -10,7 +10,9 @@ def add_parser(sub) -> None:
         description="Build a TensorRT engine (8.x, 10.x, 11.x). Shapes are LR HEIGHTxWIDTH. FP16 by the builder flag "
         "(up to 10) or a float16 ONNX (11); INT8 from a Q/DQ model (edge-sr calibrate) or, up to TensorRT 10, "
         "implicitly with an entropy calibrator (--calib-images, or --calib-cache alone). A precision the GPU lacks "
-        "is refused. Writes ENGINE, ENGINE.json (TensorRT version, GPU, shapes, source hash) and a timing cache.",
+        "is refused. Writes ENGINE, ENGINE.json (TensorRT version, GPU, shapes, source hash) and a timing cache named by "
+        "TensorRT version and GPU (a cache TensorRT rejects is replaced). Device buffers: pycuda or cuda-python, "
+        "whichever works here.",
     )
     p.add_argument("--onnx", required=True, help="ONNX model from edge-sr export (or calibrate, for INT8)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
@@ -20,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--calib-images", default=None, help="calibration images (implicit INT8, TensorRT <= 10)")
     p.add_argument("--calib-cache", default=None, help="calibration cache to write, or to build from alone")
     p.add_argument("--workspace", type=int, default=1024, help="builder workspace limit in MiB (default 1024)")
-    p.add_argument("--timing-cache", default=None, help="timing cache file (default: ENGINE.timing.cache)")
+    p.add_argument("--timing-cache", default=None, help="timing cache file (default: edge-sr-timing-trtVERSION-GPU-smCC.cache beside ENGINE)")
     p.add_argument("-o", "--output", required=True, help="engine file (.engine)")
     p.set_defaults(func=run)
 
