@@ -76,7 +76,8 @@ MUTANTS = [
            [PROMISES, "-k", "bt601"],
            r"return 16\.0 \+ f\[\.\.\., 0\] \* _Y_FROM_BGR\[0\].*", "return f.mean(axis=-1)"),
     Mutant("luma-mean-in-pipeline", "the frame pipeline feeds the mean of B, G, R", "edge_sr/pipeline.py",
-           [PROMISES, "-k", "bt601"], r"y = y_from_bgr_u8\(frame_bgr_u8\)", "y = frame_bgr_u8.astype(np.float32).mean(axis=-1)"),
+           [PROMISES, "-k", "bt601"], r"return y_from_bgr_u8\(frame\) \* np\.float32\(1 / 255\.0\)",
+           "return frame.astype(np.float32).mean(axis=-1) * np.float32(1 / 255.0)"),
     Mutant("luma-full-range-matrix", "BT.601 full-range (JPEG) luma weights instead of studio range",
            "edge_sr/color.py", [PROMISES, "-k", "bt601"], r"\[\[65\.481, 128\.553, 24\.966\]",
            "[[76.245, 149.685, 29.07]"),
@@ -98,10 +99,12 @@ MUTANTS = [
            r"\1strict=False)"),
     # tiling: the code and its tests belong to the tiling task (issue #15 item 2); listed to see where it stands
     Mutant("tiling-no-context-shrink", "tiling under a size limit without the context shrink", "edge_sr/pipeline.py",
-           ["tests/", "-k", "tile or tiling or tiled"], r"\n(\s*)th, tw = th - 2 \* ov, tw - 2 \* ov", r"\n\1pass",
+           ["tests/", "-k", "tile or tiling or tiled"],
+           r"\(hi - 2 \* ov if core is None else min\(core, hi - 2 \* ov\)\)", "(hi if core is None else min(core, hi))",
            owner="tiling task (item 2)"),
     Mutant("tiling-columns-by-height", "stepping columns by the tile's height", "edge_sr/pipeline.py",
-           ["tests/", "-k", "tile or tiling or tiled"], r"range\(0, w, tw\)", "range(0, w, th)",
+           ["tests/", "-k", "tile or tiling or tiled"],
+           r'(cols = _axis\(w, tile, ov, lo\[1\] if lo else 1, )hi\[1\]', r"\1hi[0]",
            owner="tiling task (item 2)"),
 ]
 

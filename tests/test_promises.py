@@ -189,8 +189,13 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path, tiny_checkpoint):
             load_checkpoint(p)
         with pytest.raises(EdgeSRError):
             open_upscaler(p)
-    r = run_cli("upscale", str(p), "-o", str(tmp_path / "o.png"), "--model", str(p))
-    assert r.returncode != 0 and "not an edge-sr DCSCN checkpoint" in r.stderr and "Traceback" not in r.stderr
+    from conftest import textured_bgr
+    from edge_sr.imageio import write_image
+
+    write_image(tmp_path / "in.png", textured_bgr(16, 16))
+    r = run_cli("upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"), "--model", str(p))
+    assert r.returncode != 0 and "not an edge-sr DCSCN checkpoint" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "o.png").exists()
 
 
 def _init_run(hr, out, init):
