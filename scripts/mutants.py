@@ -97,6 +97,8 @@ MUTANTS = [
     Mutant("init-non-strict", "--init loading non-strictly", "train/loop.py", [PROMISES, "-k", "init_loads_strictly"],
            r"(model\.load_state_dict\(\{k: torch\.from_numpy\(v\) for k, v in weights\.items\(\)\}, )strict=True\)",
            r"\1strict=False)"),
+    Mutant("cpu-peak-flags-only", "the CPU peak from the flags alone (64 FLOP/cycle on a Zen 4 VM)", "edge_sr/bench.py",
+           ["tests/test_cpu_peak.py"], r'if vendor == "AuthenticAMD" and family is not None:', "if False:"),
     # tiling: the code and its tests belong to the tiling task (issue #15 item 2); listed to see where it stands
     Mutant("tiling-no-context-shrink", "tiling under a size limit without the context shrink", "edge_sr/pipeline.py",
            ["tests/", "-k", "tile or tiling or tiled"],
