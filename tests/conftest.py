@@ -29,8 +29,8 @@ def in_ci() -> bool:
 
 def _data_root() -> Path | None:
     env = os.environ.get("EDGE_SR_DATA")
-    cands = [Path(env)] if env else []
-    cands.append(REPO.parent / "shared" / "data")
+    # a folder named in $EDGE_SR_DATA is the one meant: no silent fallback to another
+    cands = [Path(env)] if env else [REPO.parent / "shared" / "data"]
     for c in cands:
         if (c / "val").is_dir():
             return c
