@@ -32,7 +32,7 @@ RULES: dict[str, tuple] = {
     "threads": ("int", 0, 1024), "tile": ("int", 16, 16384),
     "output": ("outputs",), "http": ("port",), "listen": ("host",), "auth": ("bool",),
     "display": ("bool",), "no_output": ("bool",), "side_by_side": ("bool",),
-    "video_codec": ("fourcc",), "output_fps": ("float", 0.1, 1000.0),
+    "video_codec": ("str",), "output_fps": ("float", 0.1, 1000.0),  # codec names checked by the file output
     "duration": ("float", 0.001, math.inf), "frames": ("int", 1, 2**62),
     "log_interval": ("float", 0.1, 86400.0), "power_meter": ("str",), "metrics_file": ("str",),
 }
