@@ -359,9 +359,11 @@ class _AvWriter:
 
     def __init__(self, path: Path, fmt: str, encoder: str, time_base: Fraction, rate: Fraction | None,
                  live: bool, crf: int | None = None, preset: str | None = None, fragmented: bool = False,
-                 keyframe_s: float | None = None, threads: int = 0, color: dict | None = None):
+                 keyframe_s: float | None = None, threads: int = 0, color: dict | None = None,
+                 label: Path | None = None):
         av = self.av = _av()
         self.path = path
+        self.label = label or path  # the name users know (the target, not the hidden temporary)
         options: dict[str, str] = {}
         if fmt in FRAGMENTABLE:
             options["movflags"] = "frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
@@ -370,7 +372,7 @@ class _AvWriter:
         try:
             self.container = av.open(str(path), "w", format=fmt, options=options)
         except (av.FFmpegError, OSError) as exc:
-            raise EdgeSRError(f"cannot write {path}: {exc}") from None
+            raise EdgeSRError(f"cannot write {self.label}: {exc}") from None
         self.encoder = encoder
         self.codec = av.codec.Codec(encoder, "w")
         if self.codec.canonical_name not in self.container.supported_codecs and \
@@ -556,7 +558,7 @@ class _AvWriter:
             for p in packets:
                 self.container.mux(p)
         except av.FFmpegError as exc:
-            raise _write_error(self.path, exc) from None
+            raise _write_error(self.label, exc) from None
 
     def finish(self) -> None:
         """Flush the encoders and write the trailer (the index, the faststart move)."""
@@ -571,7 +573,7 @@ class _AvWriter:
             try:
                 self.container.close()
             except av.FFmpegError as exc:
-                raise _write_error(self.path, exc) from None
+                raise _write_error(self.label, exc) from None
 
     def abandon(self) -> None:
         """Close without caring about errors (after a failure); what reached the file stays."""
@@ -625,6 +627,8 @@ def deferred_signals(note: str = "finishing the video file first") -> Iterator[l
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is None:  # installed outside Python: cannot be put back, leave it
+            continue
         with contextlib.suppress(ValueError, OSError):
             previous[sig] = signal.signal(sig, hold)
     try:
@@ -649,6 +653,8 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
 
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is None:  # installed outside Python: cannot be put back, leave it
+            continue
         with contextlib.suppress(ValueError, OSError):
             previous[sig] = signal.signal(sig, handler)
     try:
@@ -722,7 +728,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, upscaler, code
         writer = None
         try:
             writer = _AvWriter(tmp.path, CONTAINERS[dst_p.suffix.lower()], encoder, vin.time_base, rate,
-                               live=False, crf=crf, preset=preset, color=color, fragmented=True, keyframe_s=2.0)
+                               live=False, crf=crf, preset=preset, color=color, fragmented=True, keyframe_s=2.0,
+                               label=dst_p)
             writer.check_encoder()
             carried = [a.codec_context.name for a in ains if writer.add_audio(a)]
             # the output starts at 0: without an edit list (fragmented MP4) a negative start (AAC priming,
@@ -918,7 +925,7 @@ class Recording:
                 self._tb = 1 / rate if self.fmt == "avi" else RECORDING_TIME_BASE
                 self._w = _AvWriter(self._tmp.path, self.fmt, self.encoder, self._tb, rate, live=True,
                                     crf=crf, preset=preset, fragmented=self.fmt in FRAGMENTABLE,
-                                    keyframe_s=keyframe_s)
+                                    keyframe_s=keyframe_s, label=self.path)
                 self._w.check_encoder()
                 if audio_from is not None:
                     self._open_audio(Path(audio_from))

@@ -340,6 +340,36 @@ def test_file_source_recording_keeps_its_timing_and_sound(tmp_path):
     assert 2.45 < duration_s(tmp_path / "out.mp4") < 2.5 + 1 / src.fps + 0.05  # the last frame lasts 1 / mean FPS
 
 
+@needs_ffprobe
+@pytest.mark.slow
+def test_cli_stream_of_a_slow_model_plays_in_real_time(tmp_path):
+    """The issue's case: a 30 FPS source that the model upscales at a few FPS; the file used to be
+    written at the nominal 30 FPS (10 s became 1.07 s). Now its length is the time the stream ran."""
+    out = tmp_path / "rec.mp4"
+    r = run_cli("stream", "--source", "demo", "--width", "320", "--height", "240", "--fps", "30", "--model",
+                "compact", "--output", str(out), "--duration", "5", "--log-interval", "30", timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{") and '"summary"' in ln][-1]
+    assert summary["output_fps_mean"] < 20  # the model is the bottleneck here: frames were dropped
+    times = frame_times(out)
+    assert len(times) == summary["frames"]
+    span = times[-1] - times[0]
+    assert 2.5 < span < 5.5 and span > 3 * (len(times) - 1) / 30, times  # wall time, not frames / 30
+
+
+@needs_ffprobe
+def test_cli_stream_from_a_file_keeps_sound_and_timing(tmp_path):
+    src = make_test_clip(tmp_path / "in.mp4", seconds=1.0, fps=10, width=32, height=24)
+    out = tmp_path / "out.mp4"
+    r = run_cli("stream", "--source", str(src), "--model", "compact", "--output", str(out), "--log-interval", "30",
+                timeout=180)
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = {s["codec_type"]: s for s in streams(out)}
+    assert st["video"]["codec_name"] == "h264" and st["audio"]["codec_name"] == "aac"
+    assert abs(duration_s(out) - 1.0) < 0.15
+    assert np.allclose(np.diff(frame_times(out)[1:]), 0.1, atol=2e-3)
+
+
 def test_output_path_checked_at_start(tmp_path):
     from edge_sr.sinks import open_sink
 
@@ -540,13 +570,14 @@ def test_full_disk_during_upscale_keeps_a_partial(tiny_disk, tmp_path):
 @pytest.mark.slow
 def test_cli_stream_to_a_full_disk_fails_with_one_line(tiny_disk):
     st = os.statvfs(tiny_disk)
-    (tiny_disk / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 96 * 1024))  # 96 KB left
+    (tiny_disk / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 400 * 1024))  # 400 KB left
     r = run_cli("stream", "--source", "demo", "--width", "160", "--height", "120", "--fps", "0", "--model",
                 "compact", "--output", str(tiny_disk / "rec.mp4"), "--duration", "60", "--log-interval", "30",
                 timeout=120)
     assert r.returncode != 0
     last = [ln for ln in r.stderr.splitlines() if ln.strip()][-1]
     assert "disk is full" in last and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "rec.mp4" in last and ".part" not in last  # the name the user gave, not the temporary
     kept = tiny_disk / "rec.mp4"
     assert kept.exists() and decode_errors(kept) == "" and hidden(tiny_disk) == []
 

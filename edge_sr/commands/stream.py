@@ -108,9 +108,10 @@ def add_parser(sub) -> None:
     out.add_argument("--display", action="store_true", help="show a window (needs a display and OpenCV GUI)")
     out.add_argument("--no-output", action="store_true", help="no output (for measuring)")
     out.add_argument("--side-by-side", action="store_true", help="output bicubic | edge-sr side by side")
-    out.add_argument("--video-codec", default=None, help="FOURCC for video files (default mp4v; MJPG for .avi)")
-    out.add_argument("--output-fps", type=float, default=None, help="frame rate written in video files "
-                     "(default: the source's)")
+    out.add_argument("--video-codec", default=None, help="video files: h264 (default for .mp4/.mkv), hevc, vp9 "
+                     "(default for .webm), av1, mjpeg (default for .avi), mpeg4, or an OpenCV FOURCC")
+    out.add_argument("--output-fps", type=float, default=None, help="nominal frame rate of video files (default: "
+                     "the source's; a live source's frames are timed by the clock)")
     out.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     out.add_argument("--frames", type=int, default=None, metavar="N", help="stop after N output frames")
     tel = p.add_argument_group("telemetry")
@@ -539,7 +540,8 @@ def _run(args, stopper: _Stopper) -> tuple[int, bool]:
         for s in outputs:
             sinks.append(open_sink(s, fps=fps, listen=args.listen, video_codec=args.video_codec,
                                    metrics=telemetry.prometheus_text, stats=telemetry.stats_json,
-                                   title=f"{source.name} x{upscaler.scale} ({upscaler.name})", token=token))
+                                   title=f"{source.name} x{upscaler.scale} ({upscaler.name})", token=token,
+                                   source=source))
             checkpoint()
     except BaseException:
         for s in sinks:
