@@ -396,36 +396,46 @@ def test_unwritable_folder_refused_at_start_as_a_user(user_tmp):
 
 
 def test_close_holds_signals_and_waits_for_a_write_in_progress(tmp_path):
+    """Ctrl-C while close() waits for the output thread's write and finishes the file: the file is still
+    finalised (the handlers in place raise, as Python's default KeyboardInterrupt does)."""
     from edge_sr.scene import render_scene
 
     rec = Recording(tmp_path / "rec.mp4", fps=30, live=True)
-    stop = threading.Event()
-    errors: list = []
+    for i in range(5):
+        rec.write(render_scene(i / 30, 48, 64))
+    rec._lock.acquire()  # a write in progress on another thread
 
-    def writer():
-        try:
-            while not stop.is_set():
-                rec.write(render_scene(0.1, 48, 64))
-        except Exception as exc:  # noqa: BLE001
-            errors.append(exc)
+    def busy_writer():
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives while close() waits
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGTERM)  # and a SIGTERM on top
+        time.sleep(0.2)
+        rec._lock.release()
 
-    th = threading.Thread(target=writer)
-    th.start()
-    time.sleep(0.3)
-    got_interrupt = False
+    class Interrupted(Exception):
+        pass
+
+    def raising(signum, frame):  # what a KeyboardInterrupt would do, without ending pytest's session
+        raise Interrupted(signum)
+
+    th = threading.Thread(target=busy_writer)
+    previous = {sig: signal.signal(sig, raising) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with deferred_signals() as held:
-            os.kill(os.getpid(), signal.SIGINT)  # a Ctrl-C while the file is being finished
-            time.sleep(0.05)
-            path = rec.close()
-    except KeyboardInterrupt:  # pragma: no cover - the failure this guards against
-        got_interrupt = True
-    stop.set()
-    th.join(5)
-    assert not got_interrupt and held == [signal.SIGINT] and errors == []
-    assert path == tmp_path / "rec.mp4" and video._probe_frames(path)[0] == rec.frames > 0
+        th.start()
+        path = rec.close()
+        assert signal.getsignal(signal.SIGINT) is raising  # the handlers are put back
+    finally:
+        th.join(5)
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+    assert path == tmp_path / "rec.mp4" and video._probe_frames(path)[0] == 5
+    assert hidden(tmp_path) == []
     assert rec.close() is None  # twice is fine
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    with deferred_signals() as held:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+    assert held == [signal.SIGINT]
 
 
 def test_partial_mp4_cut_to_whole_fragments(tmp_path):
