@@ -687,7 +687,8 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, upscaler, code
                   on_frame: Callable[[int], None] | None = None) -> VideoResult:
     """Upscale every frame of ``src`` into ``dst`` with ``upscaler`` (an ``edge_sr.backends.Upscaler``).
 
-    Frames keep their input timestamps, audio is carried over, ``codec`` (default: H.264 for
+    Frames keep their input timestamps, a display rotation (phones' portrait videos) is applied to the
+    pixels (players show the output as they showed the input), audio is carried over, ``codec`` (default: H.264 for
     .mp4/.mov/.mkv, VP9 for .webm, MJPEG for .avi) is any FFmpeg encoder or alias (h264, hevc, vp9,
     av1, mjpeg, mpeg4, or an OpenCV FOURCC such as avc1). A run stopped by ``stop``, SIGINT/SIGTERM
     (``handle_signals``, main thread only) or a write error keeps what was done, playable, as
@@ -754,6 +755,9 @@ def upscale_video(src: str | os.PathLike, dst: str | os.PathLike, upscaler, code
                             pts = frame.pts if frame.pts is not None else fallback_pts
                             fallback_pts = pts + frame_ticks
                             img = frame.to_ndarray(format="bgr24")
+                            turns = int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+                            if turns:  # a phone's portrait video: upright pixels, as players show it
+                                img = np.ascontiguousarray(np.rot90(img, turns))
                             writer.write(upscaler.upscale(img, tile=tile), pts - v_origin)
                             bar.update(1)
                             if on_frame is not None:

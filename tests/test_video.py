@@ -171,6 +171,32 @@ def test_codecs_and_containers(tmp_path, name, codec, vcodec, acodec):
     assert res.frames == 10 and decode_errors(tmp_path / name) == ""
 
 
+@needs_ffprobe
+@pytest.mark.parametrize("rotate", [90, 270])
+def test_phone_rotation_is_applied(tmp_path, rotate):
+    """A portrait phone video is stored landscape with a display rotation; the output shows it upright
+    like ffmpeg's own autorotation (the reference) does."""
+    import cv2
+
+    plain = make_test_clip(tmp_path / "plain.mp4", seconds=0.2, fps=10, width=64, height=48, audio=False)
+    src = tmp_path / "phone.mp4"
+    r = subprocess.run(["ffmpeg", "-v", "error", "-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}",
+                        str(src)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    upscale_video(src, tmp_path / "out.mp4", Scale2(), progress=False, crf=10)
+
+    def first_frame(path, shape):
+        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-frames:v", "1", "-f", "rawvideo", "-pix_fmt",
+                              "bgr24", "-"], capture_output=True, timeout=60).stdout
+        return np.frombuffer(raw, np.uint8).reshape(shape).astype(np.float32)
+
+    ref = first_frame(src, (64, 48, 3))  # as a player shows it: upright
+    out = first_frame(tmp_path / "out.mp4", (128, 96, 3))
+    small = cv2.resize(out, (48, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(small - ref).mean() < 6
+    assert np.abs(np.rot90(small, 2) - ref).mean() > 20  # the test can tell orientations apart
+
+
 def test_odd_sizes_are_cropped_to_even(tmp_path):
     src = make_test_clip(tmp_path / "in.mp4", seconds=0.3, fps=10, width=34, height=26, audio=False)
 
