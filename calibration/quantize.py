@@ -35,6 +35,11 @@ METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_KEEP_FLOAT = ("first_conv",)
 DEFAULT_METHOD = "percentile"
 META_PREFIX = "edge_sr."
+# The CPU INT8 file (``dcscn_*.cpu-int8.onnx``), chosen by measurement on ONNX Runtime's x86 CPU kernels
+# (docs/benchmarks/README.md): uint8 activations (x86 runs u8 x s8; s8 x s8 takes a slower path), from
+# the graph and with the op types that measured fastest. ``graph`` names the FP32 export it is built
+# from ("fast": deploy/fast_graph.py, "plain": edge-sr export --residual).
+CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": ("first_conv",), "op_types": ["Conv"]}
 
 
 @dataclass
@@ -111,8 +116,12 @@ def quantize_int8(
     keep_float: list[str] | None = None,
     per_channel: bool = True,
     percentile: float = 99.999,
+    op_types: list[str] | None = None,
 ) -> QuantizeResult:
-    """Quantize ``fp32_path`` with calibration ``samples`` ([N,1,h,w] float32) into ``out_path``."""
+    """Quantize ``fp32_path`` with calibration ``samples`` ([N,1,h,w] float32) into ``out_path``.
+
+    ``op_types``: only these op types are quantized (their inputs and outputs get Q/DQ); None: every
+    op type ONNX Runtime's QDQ quantizer handles."""
     onnx = require("onnx", "INT8 calibration")
     q = require("onnxruntime.quantization", "INT8 calibration")
     from edge_sr.imageio import atomic_path
@@ -167,6 +176,7 @@ def quantize_int8(
                     per_channel=per_channel,
                     calibrate_method=calib_method,
                     nodes_to_exclude=excluded or None,
+                    op_types_to_quantize=list(op_types) if op_types else None,
                     extra_options=extra,
                     calibration_providers=["CPUExecutionProvider"],
                 )
@@ -190,6 +200,7 @@ def quantize_int8(
                     "percentile": percentile if method == "percentile" else None,
                     "samples": int(len(samples)), "sample_shape": list(samples.shape[-2:]),
                     "kept_float": excluded, "tensorrt_compatible": symmetric,
+                    "op_types": list(op_types) if op_types else "all",
                 }, sort_keys=True),
                 META_PREFIX + "source_onnx": fp32_path.name,
             })

@@ -109,6 +109,9 @@ def add_parser(sub) -> None:
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="stop after this many steps in this call, state saved (default: run to the end)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    p.add_argument("--qat", nargs="?", const="all", default=S, metavar="TARGET",
+                   help="quantization-aware fine-tuning of --init's INT8 files (train/qat.py): cpu, tensorrt or "
+                   "all (default); writes them and qat.json to --out; --max-steps = fine-tuning steps")
     p.set_defaults(func=run)
 
 
@@ -185,6 +188,10 @@ def run(args) -> int:
     from ..lazy import require
 
     require("torch", "training")
+    if "qat" in vars(args):
+        from train.qat import run_from_train_args
+
+        return run_from_train_args(args)
     from train.loop import train
 
     targs, changed = resolve_args(args)

@@ -1,0 +1,658 @@
+"""Quantization-aware fine-tuning (QAT) of the INT8 Q/DQ files edge-sr ships.
+
+    python -m train.qat --init CKPT --out DIR [--target cpu|tensorrt|all] [--steps N]
+    edge-sr train --qat [cpu|tensorrt|all] --init CKPT --out DIR [--max-steps N]
+
+What it does, per target (``TARGETS``):
+
+1. exports CKPT the way that target's INT8 file is made (``tensorrt``: the plain residual graph,
+   symmetric signed INT8; ``cpu``: the graph of ``calibration.quantize.CPU_INT8``, uint8 activations) and
+   calibrates it with ONNX Runtime exactly as ``edge-sr calibrate`` does: that Q/DQ file is the
+   post-training (PTQ) result and the starting point;
+2. runs that Q/DQ graph in PyTorch (``FakeQuantGraph``: a small interpreter of its own nodes), every
+   QuantizeLinear -> DequantizeLinear pair becoming a fake quantization with the file's scale and zero
+   point, every quantized weight a per-channel symmetric fake quantization whose scale follows the
+   weight (max |w| / 127, what ONNX Runtime's quantizer computes), an int32 bias one with scale
+   input scale x weight scale. Kept-float layers stay float because the graph says so: the model
+   trained is the graph that ships, not a re-implementation of it;
+3. fine-tunes the convolution weights and biases (L1 on the residual, Adam, cosine decay) with the
+   activation ranges frozen at their calibrated values;
+4. writes the INT8 file: the same graph with the fine-tuned weights quantized into it (int8 weights,
+   per-channel scales, int32 biases); activation scales and zero points are unchanged;
+5. checks it: ONNX Runtime on the written file against the fake-quantized PyTorch graph, on a real
+   image, must agree within a level or two of the output's quantization step.
+
+Fake quantization: torch's own ``torch.fake_quantize_per_tensor_affine`` /
+``torch.fake_quantize_per_channel_affine``. They round half to even (``nearbyint``) and clamp to the
+integer range, as ONNX QuantizeLinear does, and pass gradients straight through inside the range
+(zero outside: clipped values learn nothing, as in the integer graph). Ranges are calibrated (ONNX
+Runtime's percentile calibrator, the same as PTQ) and frozen, not learned: at 8 bits the calibrated
+ranges lose little, the weights adapt to them, and the written file needs nothing but new weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_sr.errors import EdgeSRError
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("cpu", "tensorrt")
+FILE_KIND = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
+META_KEY = "edge_sr.qat"
+DEFAULT_STEPS = 600
+DEFAULT_LR = 2e-5
+W_QMIN, W_QMAX = -127, 127  # ONNX Runtime's symmetric int8 weight range
+
+
+# -- the graph in PyTorch --------------------------------------------------------------------------
+def _torch():
+    from edge_sr.lazy import require
+
+    return require("torch", "quantization-aware training")
+
+
+def weight_scale_np(w: np.ndarray) -> np.ndarray:
+    """Per-output-channel symmetric int8 scale, as ONNX Runtime's quantizer computes it: max|w| * 2 / 254
+    in float64, stored as float32; 1.0 for an all-zero channel."""
+    absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
+    s = (absmax * 2.0 / (W_QMAX - W_QMIN)).astype(np.float32)
+    return np.where(s < np.finfo(np.float32).tiny, np.float32(1.0), s).astype(np.float32)
+
+
+@dataclass
+class _ConvSpec:
+    node: str
+    w_param: str
+    b_param: str | None
+    w_quant: bool  # weight goes through a per-channel DequantizeLinear in the Q/DQ file
+    b_quant: bool  # bias is int32 with scale input_scale * weight_scale
+    in_scale: float | None  # the quantized input's scale (for the int32 bias)
+    w_init: str | None = None  # the Q/DQ file's initializer names, for writing it back
+    w_scale_init: str | None = None
+    b_init: str | None = None
+    b_scale_init: str | None = None
+    # a float bias of a conv with quantized input and weights: ONNX Runtime quantizes it to int32 (scale
+    # input_scale * weight_scale) when it loads the graph (its WeightBiasQuantization pass)
+    b_runtime_int32: bool = False
+
+
+def _np_from_init(t):
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(t)
+
+
+class FakeQuantGraph:
+    """A Q/DQ ONNX graph of edge-sr's op set run by PyTorch, trainable, with exact fake quantization.
+
+    Built lazily as a torch.nn.Module (``module()``) so that importing this file needs no torch."""
+
+    SUPPORTED = {"Conv", "PRelu", "Mul", "Add", "Max", "Min", "Concat", "Split", "DepthToSpace",
+                 "QuantizeLinear", "DequantizeLinear", "Identity", "Relu"}
+
+    def __init__(self, qdq_model, float_model=None):
+        self.model = qdq_model
+        g = qdq_model.graph
+        self.inits = {t.name: _np_from_init(t) for t in g.initializer}
+        float_inits = {t.name: _np_from_init(t) for t in float_model.graph.initializer} if float_model is not None else {}
+        unknown = sorted({n.op_type for n in g.node} - self.SUPPORTED)
+        if unknown:
+            raise EdgeSRError(f"QAT: ops {', '.join(unknown)} are not supported by the fake-quant interpreter")
+        self.input = [i.name for i in g.input if i.name not in self.inits][0]
+        self.output = g.output[0].name
+        producers = {o: n for n in g.node for o in n.output}
+        self.act_q: dict[str, tuple] = {}  # Q node name -> (scale, zero_point, qmin, qmax)
+        self.convs: dict[str, _ConvSpec] = {}
+        self.params: dict[str, np.ndarray] = {}
+        self.consts: dict[str, np.ndarray] = {}  # dequantized constants (slopes) and float constants
+        for n in g.node:
+            if n.op_type == "QuantizeLinear":
+                s = self.inits[n.input[1]]
+                zp = self.inits[n.input[2]] if len(n.input) > 2 else np.zeros((), np.uint8)
+                if s.size != 1:
+                    raise EdgeSRError(f"QAT: per-axis activation quantization at {n.name} is not supported")
+                info = np.iinfo(zp.dtype)
+                self.act_q[n.name] = (float(s.reshape(())), int(zp.reshape(())), int(info.min), int(info.max))
+        for n in g.node:
+            if n.op_type != "Conv":
+                continue
+            spec = _ConvSpec(node=n.name, w_param="", b_param=None, w_quant=False, b_quant=False, in_scale=None)
+            x_src = producers.get(n.input[0])
+            if x_src is not None and x_src.op_type == "DequantizeLinear":
+                spec.in_scale = float(self.inits[x_src.input[1]].reshape(()))
+            for slot, inp in enumerate(n.input[1:3], start=1):
+                if not inp:
+                    continue
+                dq = producers.get(inp)
+                if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in self.inits:
+                    qname = dq.input[0]
+                    base = qname[: -len("_quantized")] if qname.endswith("_quantized") else qname
+                    if base in float_inits:
+                        val = float_inits[base].astype(np.float32)
+                    else:  # start from the dequantized values (the PTQ weights)
+                        q = self.inits[qname].astype(np.float64)
+                        sc = self.inits[dq.input[1]].astype(np.float64)
+                        zp = self.inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 else 0.0
+                        shape = [-1] + [1] * (q.ndim - 1) if sc.size > 1 else [1]
+                        val = ((q - np.reshape(zp, shape)) * np.reshape(sc, shape)).astype(np.float32)
+                    quant, init, scale_init = True, qname, dq.input[1]
+                elif inp in self.inits:
+                    val, quant, init, scale_init = self.inits[inp].astype(np.float32), False, inp, None
+                else:
+                    raise EdgeSRError(f"QAT: {n.name} input {inp} is neither an initializer nor a dequantized one")
+                pname = f"{n.name}#{'w' if slot == 1 else 'b'}"
+                self.params[pname] = val
+                if slot == 1:
+                    spec.w_param, spec.w_quant, spec.w_init, spec.w_scale_init = pname, quant, init, scale_init
+                else:
+                    spec.b_param, spec.b_quant, spec.b_init, spec.b_scale_init = pname, quant, init, scale_init
+            if spec.b_quant and spec.in_scale is None:
+                raise EdgeSRError(f"QAT: {n.name} has an int32 bias but no quantized input")
+            spec.b_runtime_int32 = bool(spec.b_param and not spec.b_quant and spec.w_quant and spec.in_scale is not None)
+            self.convs[n.name] = spec
+        # constants read through a DequantizeLinear by other ops (PRelu slopes of the fast graph)
+        conv_inputs = {i for n in g.node if n.op_type == "Conv" for i in n.input[1:]}
+        for n in g.node:
+            if n.op_type == "DequantizeLinear" and n.input[0] in self.inits and n.output[0] not in conv_inputs:
+                q = self.inits[n.input[0]].astype(np.float64)
+                sc = self.inits[n.input[1]].astype(np.float64)
+                zp = self.inits[n.input[2]].astype(np.float64) if len(n.input) > 2 else 0.0
+                if sc.size > 1:
+                    axis = next((a.i for a in n.attribute if a.name == "axis"), 1)
+                    shape = [1] * q.ndim
+                    shape[axis] = -1
+                    sc, zp = sc.reshape(shape), np.reshape(zp, shape) if np.size(zp) > 1 else zp
+                self.consts[n.output[0]] = ((q - zp) * sc).astype(np.float32)
+        self._module = None
+
+    # torch module -----------------------------------------------------------------------------
+    def module(self):
+        if self._module is None:
+            self._module = _build_module(self)
+        return self._module
+
+    def to_qdq(self, trained: dict[str, np.ndarray]):
+        """The Q/DQ ModelProto with ``trained`` float weights (param name -> array) quantized into it."""
+        import onnx
+        from onnx import numpy_helper
+
+        m = onnx.ModelProto()
+        m.CopyFrom(self.model)
+        by_name = {t.name: t for t in m.graph.initializer}
+
+        def put(name, arr):
+            by_name[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+
+        for spec in self.convs.values():
+            w = trained[spec.w_param].astype(np.float32)
+            if spec.w_quant:
+                s = weight_scale_np(w)
+                q = quantize_weight_np(w, s)
+                put(spec.w_init, q)
+                put(spec.w_scale_init, s)
+            else:
+                put(spec.w_init, w)
+            if spec.b_param is not None:
+                b = trained[spec.b_param].astype(np.float32)
+                if spec.b_quant:
+                    bs = bias_scale_np(spec.in_scale, weight_scale_np(w))
+                    put(spec.b_init, np.round(b.astype(np.float64) / bs.astype(np.float64)).astype(np.int32))
+                    put(spec.b_scale_init, bs)
+                else:
+                    put(spec.b_init, b)
+        onnx.checker.check_model(m)
+        return m
+
+
+def quantize_weight_np(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """int8 weights as torch's fake quantization rounds them: nearbyint(w * (1 / s)) in float32, clamped."""
+    inv = (np.float32(1.0) / s.astype(np.float32)).reshape([-1] + [1] * (w.ndim - 1))
+    return np.clip(np.rint(w.astype(np.float32) * inv), W_QMIN, W_QMAX).astype(np.int8)
+
+
+def bias_scale_np(in_scale: float, w_scale: np.ndarray) -> np.ndarray:
+    return (np.float32(in_scale) * w_scale.astype(np.float32)).astype(np.float32)
+
+
+def _build_module(fq: FakeQuantGraph):
+    torch = _torch()
+    F = torch.nn.functional
+    import onnx
+
+    class _Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.names = {k: f"p{i}" for i, k in enumerate(fq.params)}
+            self.p = torch.nn.ParameterDict({self.names[k]: torch.nn.Parameter(torch.from_numpy(v.copy()))
+                                             for k, v in fq.params.items()})
+            for i, (k, v) in enumerate(fq.consts.items()):
+                self.register_buffer(f"c{i}", torch.from_numpy(v.copy()), persistent=False)
+            self.const_names = {k: f"c{i}" for i, k in enumerate(fq.consts)}
+            self.nodes = list(fq.model.graph.node)
+            self.attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in self.nodes]
+            self.quant = True
+
+        def param(self, name):
+            return self.p[self.names[name]]
+
+        def trained(self) -> dict:
+            return {k: self.p[v].detach().cpu().numpy().copy() for k, v in self.names.items()}
+
+        def conv_weights(self, spec):
+            w = self.param(spec.w_param)
+            b = self.param(spec.b_param) if spec.b_param else None
+            if not self.quant:
+                return w, b
+            if spec.w_quant:
+                with torch.no_grad():
+                    absmax = w.abs().amax(dim=tuple(range(1, w.ndim))).double()
+                    s = (absmax * 2.0 / (W_QMAX - W_QMIN)).float()
+                    s = torch.where(s < torch.finfo(torch.float32).tiny, torch.ones_like(s), s)
+                w = torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
+                if b is not None and (spec.b_quant or spec.b_runtime_int32):
+                    bs = (torch.tensor(spec.in_scale, dtype=torch.float32) * s).double()
+                    bq = torch.round(b.double() / bs) * bs
+                    b = b + (bq.float() - b).detach()  # straight-through
+            return w, b
+
+        def forward(self, x):
+            env = {fq.input: x}
+            for n, at in zip(self.nodes, self.attrs):
+                op = n.op_type
+                if op == "QuantizeLinear":
+                    s, zp, lo, hi = fq.act_q[n.name]
+                    v = env[n.input[0]]
+                    env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if self.quant else v
+                    continue
+                if op == "DequantizeLinear":
+                    src = n.input[0]
+                    if src in env:
+                        env[n.output[0]] = env[src]
+                    elif n.output[0] in self.const_names:
+                        env[n.output[0]] = getattr(self, self.const_names[n.output[0]])
+                    continue  # conv weight / bias DQs: read by the Conv itself
+                ins = [self._get(env, i) for i in (n.input[:1] if op == "Conv" else n.input)]
+                if op == "Conv":
+                    spec = fq.convs[n.name]
+                    w, b = self.conv_weights(spec)
+                    pads = at.get("pads", [0] * 4)
+                    xin = ins[0]
+                    if pads[0] != pads[2] or pads[1] != pads[3]:
+                        xin = F.pad(xin, (pads[1], pads[3], pads[0], pads[2]))
+                        pad = 0
+                    else:
+                        pad = (pads[0], pads[1])
+                    out = F.conv2d(xin, w, b, stride=tuple(at.get("strides", [1, 1])), padding=pad,
+                                   dilation=tuple(at.get("dilations", [1, 1])), groups=at.get("group", 1))
+                elif op == "PRelu":
+                    out = torch.where(ins[0] < 0, ins[0] * ins[1], ins[0])
+                elif op == "Relu":
+                    out = torch.relu(ins[0])
+                elif op == "Mul":
+                    out = ins[0] * ins[1]
+                elif op == "Add":
+                    out = ins[0] + ins[1]
+                elif op == "Max":
+                    out = torch.maximum(ins[0], ins[1])
+                elif op == "Min":
+                    out = torch.minimum(ins[0], ins[1])
+                elif op == "Identity":
+                    out = ins[0]
+                elif op == "Concat":
+                    out = torch.cat(ins, dim=at["axis"])
+                elif op == "Split":
+                    sizes = [int(v) for v in (fq.inits[n.input[1]] if len(n.input) > 1 and n.input[1] else at["split"])]
+                    outs = torch.split(ins[0], sizes, dim=at.get("axis", 0))
+                    for o, t in zip(n.output, outs):
+                        env[o] = t
+                    continue
+                elif op == "DepthToSpace":
+                    bs = at["blocksize"]
+                    mode = at.get("mode", b"DCR")
+                    mode = mode.decode() if isinstance(mode, bytes) else mode
+                    if mode == "CRD":
+                        out = F.pixel_shuffle(ins[0], bs)
+                    else:
+                        b_, c, h, w_ = ins[0].shape
+                        out = ins[0].reshape(b_, bs, bs, c // bs**2, h, w_).permute(0, 3, 4, 1, 5, 2)
+                        out = out.reshape(b_, c // bs**2, h * bs, w_ * bs)
+                else:  # pragma: no cover - refused in FakeQuantGraph.__init__
+                    raise EdgeSRError(f"QAT: unsupported op {op}")
+                env[n.output[0]] = out
+            return env[fq.output]
+
+        def _get(self, env, name):
+            if not name:
+                return None
+            if name in env:
+                return env[name]
+            if name in self.const_names:
+                return getattr(self, self.const_names[name])
+            if name in fq.inits:
+                t = torch.from_numpy(np.array(fq.inits[name], dtype=np.float32))
+                env[name] = t
+                return t
+            raise EdgeSRError(f"QAT: tensor {name} has no producer")
+
+    return _Module()
+
+
+# -- pipeline ----------------------------------------------------------------------------------------
+@dataclass
+class QATArgs:
+    init: str
+    out: str
+    targets: tuple = TARGETS
+    data: list = field(default_factory=list)  # HR training folders
+    calib_images: str | None = None  # default: the first training folder holding yang91, else data[0]
+    val: str | None = None  # a set folder for the PSNR log (Set5)
+    steps: int = DEFAULT_STEPS
+    batch: int = 16
+    patch: int = 48
+    lr: float = DEFAULT_LR
+    seed: int = 0
+    threads: int = 0
+    progress: bool = True
+
+
+def _bicubic_residual_target(torch, lr, hr, scale):
+    F = torch.nn.functional
+    return hr - F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+def _val_psnr(torch, module, pairs, scale) -> float:
+    """Protocol PSNR (Y, shave scale) of bicubic + the module's residual: the INT8 graph's own result."""
+    F = torch.nn.functional
+    out = []
+    with torch.no_grad():
+        for p in pairs:
+            x = torch.from_numpy(p.y_lr)[None, None]
+            sr = (F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False) + module(x))[0, 0]
+            sr = sr.clamp(0, 1).double().numpy() * 255
+            hr = p.y_hr.astype(np.float64) * 255
+            s = scale
+            mse = np.mean((sr[s:-s, s:-s] - hr[s:-s, s:-s]) ** 2)
+            out.append(10 * np.log10(255**2 / mse))
+    return float(np.mean(out))
+
+
+def agreement(qdq_path, module, y_lr_f32: np.ndarray, step: float | None = None) -> dict:
+    """ONNX Runtime (the product's session settings: every graph optimization, integer kernels) on the
+    Q/DQ file against the fake-quantized PyTorch graph: max and mean |diff|, and with the output's
+    quantization ``step`` the same in steps plus the share of outputs more than one step apart."""
+    torch = _torch()
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(qdq_path), so, providers=["CPUExecutionProvider"])
+    x = y_lr_f32[None, None].astype(np.float32)
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        ref = module(torch.from_numpy(x)).numpy()
+    d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    out = {"max_abs": float(d.max()), "mean_abs": float(d.mean()), "shape": list(got.shape)}
+    if step:
+        out.update(step=step, max_steps=float(d.max() / step), mean_steps=float(d.mean() / step),
+                   over_1_step=float((d > 1.01 * step).mean()))
+    return out
+
+
+# the written file passes when at most this share of outputs is more than one output step from the
+# fake-quantized graph (measured: ~0.1% on x86, where ONNX Runtime's integer kernels round a few
+# intermediate values differently and later layers carry that on) and the mean stays well below a step
+AGREE_OVER_1_STEP = 0.01
+AGREE_MEAN_STEPS = 0.05
+
+
+def output_step(fq: FakeQuantGraph) -> float | None:
+    """The quantization step of the graph's output (the last Q before it), or None when it is float."""
+    g = fq.model.graph
+    producers = {o: n for n in g.node for o in n.output}
+    t = fq.output
+    while t in producers:
+        n = producers[t]
+        if n.op_type == "QuantizeLinear":
+            return fq.act_q[n.name][0]
+        if n.op_type not in ("DequantizeLinear", "DepthToSpace", "Identity"):
+            return None
+        t = n.input[0]
+    return None
+
+
+def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray) -> tuple[Path, Path]:
+    """Export ``ckpt`` for ``target`` and calibrate it (PTQ). Returns (float ONNX, Q/DQ ONNX)."""
+    from calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
+    from deploy.export import export_onnx
+
+    if target == "tensorrt":
+        fp32 = workdir / "plain.onnx"
+        export_onnx(str(ckpt), fp32, residual=True, fast=False)
+        qdq = workdir / f"ptq.{FILE_KIND[target]}"
+        quantize_int8(fp32, qdq, samples, method="percentile", activations="int8", keep_float=list(DEFAULT_KEEP_FLOAT))
+    elif target == "cpu":
+        fp32 = workdir / ("fast.onnx" if CPU_INT8["graph"] == "fast" else "plain_cpu.onnx")
+        export_onnx(str(ckpt), fp32, residual=True, fast=CPU_INT8["graph"] == "fast")
+        qdq = workdir / f"ptq.{FILE_KIND[target]}"
+        quantize_int8(fp32, qdq, samples, method="percentile", activations=CPU_INT8["activations"],
+                      keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"])
+    else:
+        raise EdgeSRError(f"unknown QAT target {target!r}: {', '.join(TARGETS)}")
+    return fp32, qdq
+
+
+def run_qat(a: QATArgs) -> dict:
+    """The whole QAT of ``a.init`` for each target; writes DIR/dcscn_<preset>_x<scale>.<kind> and
+    DIR/qat.json. Returns the report."""
+    torch = _torch()
+    import onnx
+
+    from calibration.data import load_calibration_set
+    from deploy.export import verification_input
+    from edge_sr.checkpoint import file_sha256, load_checkpoint
+    from edge_sr.imageio import atomic_path, list_images
+
+    from .data import PatchSampler, load_pairs, make_pair
+
+    ckpt = Path(a.init)
+    cfg, _, _ = load_checkpoint(ckpt)
+    if a.steps < 0 or a.batch < 1 or a.patch < 8:
+        raise EdgeSRError("QAT needs --steps >= 0, --batch >= 1 and --patch >= 8")
+    if not a.data:
+        raise EdgeSRError("QAT needs training images (--data, or set EDGE_SR_DATA)")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = a.threads or max(1, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    calib_dir = a.calib_images or next((str(Path(d)) for d in a.data if Path(d).name == "yang91"), a.data[0])
+    # the same calibration set as `edge-sr calibrate` (defaults: 64x64 crops, 2 per image, 40 images)
+    samples = load_calibration_set(calib_dir, crop=(64, 64), crops_per_image=2, min_images=8, max_images=40)
+    pairs = load_pairs(a.data, cfg.scale, min_lr_size=a.patch, progress=a.progress)
+    val_pairs = [make_pair(f, cfg.scale) for f in list_images(a.val, "validation folder")] if a.val else []
+    y_check, check_src = verification_input()
+    report = {"init": str(ckpt), "init_sha256": file_sha256(ckpt), "preset": cfg.preset, "scale": cfg.scale,
+              "steps": a.steps, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed, "threads": threads,
+              "fake_quant": "torch.fake_quantize_per_tensor_affine / per_channel_affine; activation ranges calibrated "
+              "(ONNX Runtime percentile 99.999) and frozen; weight scales max|w|/127 per channel, recomputed each step",
+              "targets": {}}
+    stem = f"dcscn_{cfg.preset}_x{cfg.scale}"
+    for target in a.targets:
+        t0 = time.time()
+        with tempfile.TemporaryDirectory(prefix="edge-sr-qat-") as tmp:
+            fp32, qdq = prepare_target(ckpt, target, Path(tmp), samples)
+            fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
+            module = fq.module()
+            step_q = output_step(fq)
+            ptq_check = agreement(qdq, module, y_check, step_q)
+            rep = {"graph": fp32.name, "ptq_agreement": ptq_check}
+            if val_pairs:
+                rep["val_psnr_ptq"] = _val_psnr(torch, module, val_pairs, cfg.scale)
+                module.quant = False
+                rep["val_psnr_fp32"] = _val_psnr(torch, module, val_pairs, cfg.scale)
+                module.quant = True
+            sampler = PatchSampler(pairs, a.patch, cfg.scale, seed=a.seed)
+            torch.manual_seed(a.seed)
+            opt = torch.optim.Adam(module.parameters(), lr=a.lr)
+            losses = []
+            bar = None
+            if a.progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=a.steps, desc=f"QAT {cfg.preset} x{cfg.scale} {target}", unit="step", dynamic_ncols=True)
+            t_train = time.time()
+            module.train()
+            for step in range(a.steps):
+                for gr in opt.param_groups:  # cosine from lr to lr/20
+                    gr["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, a.steps))))
+                lr_np, hr_np = sampler.batch(a.batch)
+                lr_t, hr_t = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
+                target_res = _bicubic_residual_target(torch, lr_t, hr_t, cfg.scale)
+                loss = torch.nn.functional.l1_loss(module(lr_t), target_res)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0:
+                        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.5f}")
+            if bar is not None:
+                bar.close()
+            rep["train_s"] = round(time.time() - t_train, 1)
+            rep["s_per_step"] = round(rep["train_s"] / max(1, a.steps), 3)
+            rep["loss_first_last_50"] = [float(np.mean(losses[:50])) if losses else None,
+                                         float(np.mean(losses[-50:])) if losses else None]
+            module.eval()
+            if val_pairs:
+                rep["val_psnr_qat"] = _val_psnr(torch, module, val_pairs, cfg.scale)
+            qm = fq.to_qdq(module.trained())
+            meta = {p.key: p.value for p in qm.metadata_props}
+            meta[META_KEY] = json.dumps({k: report[k] for k in ("init_sha256", "steps", "batch", "patch", "lr", "seed")}
+                                        | {"target": target, "fake_quant": "torch.fake_quantize_*_affine, frozen calibrated ranges"},
+                                        sort_keys=True)
+            del qm.metadata_props[:]
+            for k, v in meta.items():
+                qm.metadata_props.add(key=k, value=v)
+            dst = out / f"{stem}.{FILE_KIND[target]}"
+            with atomic_path(dst) as tmp_dst:
+                onnx.save(qm, str(tmp_dst))
+            chk = agreement(dst, module, y_check, step_q)
+            chk["image"] = check_src
+            rep["agreement"] = chk
+            rep["file"] = str(dst)
+            rep["wall_s"] = round(time.time() - t0, 1)
+            ok = (chk["over_1_step"] <= AGREE_OVER_1_STEP and chk["mean_steps"] <= AGREE_MEAN_STEPS) if step_q \
+                else chk["max_abs"] <= 1e-3
+            if not ok:
+                dst.unlink(missing_ok=True)
+                raise EdgeSRError(f"QAT {target}: ONNX Runtime on the written file disagrees with the fake-quantized "
+                                  f"PyTorch graph ({json.dumps(chk)}): not written")
+            report["targets"][target] = rep
+            log.info("QAT %s: %s", target, json.dumps(rep))
+    with atomic_path(out / "qat.json") as tmp:
+        Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def summary(report: dict) -> str:
+    lines = []
+    for t, r in report["targets"].items():
+        v = ""
+        if "val_psnr_qat" in r:
+            v = (f"; val PSNR fp32 {r['val_psnr_fp32']:.3f}, PTQ {r['val_psnr_ptq']:.3f} "
+                 f"({r['val_psnr_ptq'] - r['val_psnr_fp32']:+.3f}), QAT {r['val_psnr_qat']:.3f} "
+                 f"({r['val_psnr_qat'] - r['val_psnr_fp32']:+.3f}) dB")
+        a = r["agreement"]
+        steps = (f" ({a['max_steps']:.1f} output steps; {100 * a['over_1_step']:.2f}% of outputs more than one step "
+                 f"apart, mean {a['mean_steps']:.3f} steps)") if a.get("step") else ""
+        lines.append(f"wrote {r['file']} ({t}): {report['steps']} steps in {r['train_s']:.0f} s{v}; ONNX Runtime vs "
+                     f"fake-quantized PyTorch on {Path(a['image']).name}: max |diff| {a['max_abs']:.3g}{steps}")
+    return "\n".join(lines)
+
+
+# -- entry points ------------------------------------------------------------------------------------
+def targets_from(value: str | None) -> tuple:
+    if value in (None, "", "all"):
+        return TARGETS
+    out = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in out if v not in TARGETS]
+    if bad:
+        raise EdgeSRError(f"unknown QAT target {', '.join(bad)}: choose {', '.join(TARGETS)} or all")
+    return out
+
+
+def run_from_train_args(args) -> int:
+    """``edge-sr train --qat [TARGET] --init CKPT --out DIR``, with the train command's arguments:
+    --max-steps = fine-tuning steps (default DEFAULT_STEPS); --lr not given means DEFAULT_LR; --data,
+    --val, --batch, --patch, --seed, --threads as for training (their training defaults)."""
+    import argparse
+
+    from edge_sr.commands.train import resolve_args
+
+    given = {k: v for k, v in vars(args).items() if k != "qat"}
+    if not given.get("init"):
+        raise EdgeSRError("--qat needs --init CKPT (the trained checkpoint whose INT8 files to fine-tune)")
+    if given.get("resume"):
+        raise EdgeSRError("--qat runs are short and not resumable: leave out --resume")
+    targs, _ = resolve_args(argparse.Namespace(**given))
+    a = QATArgs(init=targs.init, out=targs.out, targets=targets_from(args.qat), data=list(targs.data),
+                val=targs.val if targs.val and Path(targs.val).is_dir() else None,
+                steps=DEFAULT_STEPS if args.max_steps is None else args.max_steps, batch=targs.batch,
+                patch=targs.patch, lr=given.get("lr", DEFAULT_LR), seed=targs.seed, threads=targs.threads,
+                progress=not args.no_progress)
+    print(summary(run_qat(a)))
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m train.qat", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = os.environ.get("EDGE_SR_DATA")
+    ap.add_argument("--init", required=True, help="trained checkpoint (.safetensors)")
+    ap.add_argument("--out", required=True, help="folder for the INT8 files and qat.json")
+    ap.add_argument("--target", default="all", help=f"{', '.join(TARGETS)} or all (default)")
+    ap.add_argument("--data", nargs="+", default=[str(Path(data) / "train")] if data else None)
+    ap.add_argument("--calib-images", default=None, help="calibration images (default: the yang91 training folder)")
+    ap.add_argument("--val", default=str(Path(data) / "val" / "set5") if data else None)
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--patch", type=int, default=48)
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if not args.data:
+            raise EdgeSRError("give --data FOLDER (or set EDGE_SR_DATA)")
+        from edge_sr.commands.train import _collect_folders
+
+        a = QATArgs(init=args.init, out=args.out, targets=targets_from(args.target), data=_collect_folders(args.data),
+                    calib_images=args.calib_images, val=args.val if args.val and Path(args.val).is_dir() else None,
+                    steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed,
+                    threads=args.threads, progress=not args.no_progress)
+        print(summary(run_qat(a)))
+    except EdgeSRError as exc:
+        if os.environ.get("EDGE_SR_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
