@@ -100,3 +100,23 @@ def test_shipped_file_scores_its_report(path, data_root):
         for s in ("set5", "set14"):
             assert got[s] == pytest.approx(want[s]["psnr"], abs=tol), (
                 f"{path.name} on {s}: {got[s]:.3f} dB, {rp.name} says {want[s]['psnr']:.3f} (tolerance {tol} dB)")
+
+
+def test_eval_json_names_each_file_by_sha256(tmp_path):
+    """`edge-sr eval --json` records which exact file it measured (so the next report carries it) and the CPU class."""
+    from conftest import run_cli, textured_bgr
+    from edge_sr.imageio import write_image
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(2):
+        write_image(imgs / f"{i}.png", textured_bgr(24, 28, seed=i))
+    onnx = WEIGHTS / "dcscn_compact_x2.onnx"
+    out = tmp_path / "r.json"
+    r = run_cli("eval", "--data", str(imgs), "--model", "compact", "--model", str(onnx), "--no-ssim", "--json", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert set(doc["models"]) == set(doc["results"]) - {"bicubic"}
+    for rec in doc["models"].values():  # the preset resolves to the shipped FP32 ONNX
+        assert rec["file"] == onnx.name and rec["sha256"] == _sha256(onnx) and rec["bytes"] == onnx.stat().st_size
+    assert doc["device"]["int8_isa"] and doc["device"]["versions"]["onnxruntime"]
