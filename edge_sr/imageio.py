@@ -62,9 +62,9 @@ def read_rgb(path: str | os.PathLike) -> np.ndarray:
     return img if img.ndim == 2 else np.ascontiguousarray(img[..., ::-1])
 
 
-@contextlib.contextmanager
-def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
+def check_output_folder(dest: str | os.PathLike) -> Path:
+    """The folder ``dest`` would be written into, or one clear error why it cannot be (checked
+    before the work, so a long job does not fail at its end)."""
     dest = Path(dest)
     parent = dest.parent if str(dest.parent) else Path(".")
     if not parent.exists():
@@ -73,6 +73,14 @@ def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
         raise EdgeSRError(f"cannot write {dest}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK):
         raise EdgeSRError(f"output folder is not writable: {parent}")
+    return parent
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike, suffix: str | None = None):
+    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
+    dest = Path(dest)
+    parent = check_output_folder(dest)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or (dest.suffix + ".tmp"), dir=parent)
     os.close(fd)
     umask = os.umask(0)

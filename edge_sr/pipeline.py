@@ -33,9 +33,29 @@ import numpy as np
 from .color import merge_residual, y_from_bgr_u8
 from .errors import EdgeSRError
 
-DEFAULT_TILE = 512  # LR pixels per tile side for still images: bounds memory on a Pi
+DEFAULT_TILE = 512  # LR tile side for still images when the model's size is unknown (see auto_tile)
 MIN_TILE_CORE = 8  # smallest useful tile (LR px) once the context is taken off
 _MERGE_MARGIN = 4  # LR px around a tile's core that the cv2 bicubic of the colour merge reads (2 needed)
+
+
+TILE_MEMORY_MB = 192  # what one tile's activations may take (auto_tile): the stills' memory bound
+
+
+def activation_bytes_per_lr_px(config) -> int:
+    """Float32 activations alive at once per LR pixel: the feature maps and their concatenation,
+    the reconstruction branches, the output. Measured with ONNX Runtime (peak RSS over tile sizes):
+    compact 1.2 KB, normal 3.9 KB per LR pixel; this estimate gives 1.3 and 4.1."""
+    return 4 * (2 * config.concat_channels + 2 * (config.a_filters + config.b_filters) + config.scale**2)
+
+
+def auto_tile(upscaler, budget_mb: float = TILE_MEMORY_MB) -> int:
+    """The LR tile side whose window (tile + context) keeps the model's activations near
+    ``budget_mb``: memory follows the tile, whatever the image's size."""
+    cfg = getattr(upscaler, "config", None)
+    if cfg is None:
+        return DEFAULT_TILE
+    side = math.isqrt(int(budget_mb * 1e6 / activation_bytes_per_lr_px(cfg))) - 2 * tile_overlap(upscaler)
+    return max(64, min(1024, side // 8 * 8))
 
 
 def tile_overlap(upscaler) -> int:

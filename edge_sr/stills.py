@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import EdgeSRError
-from .imageio import atomic_path
+from .imageio import atomic_path, check_output_folder
 
 log = logging.getLogger(__name__)
 
@@ -241,13 +241,15 @@ def upscale_file(upscaler, src: str | os.PathLike, dest: str | os.PathLike, *, t
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, progress: Callable[[int], ProgressFn] | None = None
                  ) -> list[str]:
     """Upscale one image file into ``dest`` (format from its suffix), metadata carried; returns the
-    notices (what could not be kept). ``progress(n_tiles)`` may return a callback called per tile."""
-    from .pipeline import DEFAULT_TILE
+    notices (what could not be kept). ``tile``: LR tile side (None: ``auto_tile``, 0: whole image).
+    ``progress(n_tiles)`` may return a callback called per tile."""
+    from .pipeline import auto_tile
 
     dest = Path(dest)
     fmt = output_format(dest)
+    check_output_folder(dest)
     still = open_still(src, max_pixels=max_pixels)
-    tile = DEFAULT_TILE if tile is None else (tile or None)
+    tile = auto_tile(upscaler) if tile is None else (tile or None)
     notices = list(still.notices)
     canvas, tick = _upscale_into_canvas(upscaler, still, fmt, tile, progress, notices)
     write_canvas(dest, canvas, fmt, still, notices)
@@ -479,9 +481,9 @@ def upscale_array(upscaler, image: np.ndarray, channel_order: str | None = None,
     images; the result has the same order, dtype and channels. Alpha is upscaled bicubic."""
     import cv2
 
-    from .pipeline import DEFAULT_TILE, upscale_frame
+    from .pipeline import auto_tile, upscale_frame
 
-    tile = DEFAULT_TILE if tile is None else (tile or None)
+    tile = auto_tile(upscaler) if tile is None else (tile or None)
     if not isinstance(image, np.ndarray):
         raise EdgeSRError(f"expected a numpy array, got {type(image).__name__}")
     if image.dtype not in (np.uint8, np.uint16):

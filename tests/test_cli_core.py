@@ -43,7 +43,7 @@ def test_upscale_folder_keeps_stems_as_png(tmp_path, tiny_checkpoint):
     src.mkdir()
     cv2.imwrite(str(src / "a.jpg"), textured_bgr(20, 20))
     cv2.imwrite(str(src / "b.bmp"), textured_bgr(16, 24)[..., 0])  # grayscale
-    r = run_cli("upscale", str(src), "-o", str(tmp_path / "dst"), "--model", str(tiny_checkpoint))
+    r = run_cli("upscale", str(src), "-o", str(tmp_path / "dst"), "--model", str(tiny_checkpoint), "--format", "png")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in (tmp_path / "dst").iterdir()) == ["a.png", "b.png"]
     assert cv2.imread(str(tmp_path / "dst" / "b.png"), cv2.IMREAD_UNCHANGED).shape == (32, 48)  # gray stays gray

@@ -170,3 +170,42 @@ def test_bad_checkpoints_are_refused(tmp_path, tiny_checkpoint):
 def _touch(p):
     p.write_bytes(b"x")
     return p
+
+
+def test_static_engine_streams_a_camera_of_another_size(monkeypatch, tmp_path):
+    """The README's Jetson recipe, scaled down, on the fake TensorRT (which only checks our logic:
+    its inference is a nearest-neighbour upscale): an engine built for one LR shape and a camera
+    frame of another size. Every call has the engine's shape, and the result equals the same frame
+    through an engine whose profile covers it whole."""
+    pytest.importorskip("onnx")
+    import sys
+
+    import deploy.tensorrt_build as tb
+    import edge_sr.backends.tensorrt as bt
+    from deploy.tensorrt_build import build_engine
+    from edge_sr.backends import shipped_path
+    from edge_sr.stream import upscale_timed
+    from fake_tensorrt import FakeCuda, make_fake_trt
+
+    onnx_model = shipped_path("compact", 2, "onnx")
+    if not onnx_model.is_file():
+        pytest.skip("no shipped ONNX model")
+    trt, cuda = make_fake_trt("10.3.0"), FakeCuda()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(bt, "cuda_api", lambda: cuda)
+    monkeypatch.setattr(tb, "cuda_api", lambda: cuda)
+    build_engine(onnx_model, tmp_path / "static.engine", precision="fp16", shape=(48, 64))
+    build_engine(onnx_model, tmp_path / "dyn.engine", precision="fp16", shape=(72, 128), min_shape=(16, 16),
+                 max_shape=(128, 160))
+    frame = textured_bgr(72, 128, seed=9)  # camera 1280x720 -> 128x72 here; engine 640x480 -> 64x48
+    with open_upscaler(tmp_path / "static.engine") as static, open_upscaler(tmp_path / "dyn.engine") as dyn:
+        assert static.fixed_lr_shape == (48, 64)
+        with pytest.raises(EdgeSRError, match="outside the engine's profile"):
+            static.infer(np.zeros((72, 128), np.float32))  # what streaming did before: fail on frame one
+        calls = []
+        real = static.infer
+        monkeypatch.setattr(static, "infer", lambda y: calls.append(y.shape) or real(y))
+        out, _ = upscale_timed(static, frame)  # the stream's own path (model stage + colour stage)
+        ref, _ = upscale_timed(dyn, frame)
+    assert out.shape == (144, 256, 3) and set(calls) == {(48, 64)}
+    assert np.array_equal(out, ref)
