@@ -543,6 +543,36 @@ def test_sigkill_then_restart_recovers_the_recording(tmp_path):
     assert frames >= n - 25 and span >= 1.5, (frames, span, n)
 
 
+@needs_ffprobe
+@pytest.mark.slow
+def test_cli_stream_killed_then_restarted_finalises_the_leftover(tmp_path):
+    dest = tmp_path / "rec.mp4"
+    args = [sys.executable, "-m", "edge_sr", "stream", "--source", "demo", "--width", "64", "--height", "48",
+            "--model", "compact", "--output", str(dest), "--log-interval", "0.5"]
+    proc = subprocess.Popen(args, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        stats = 0
+        while time.monotonic() < deadline and stats < 8:  # ~4 s of frames flowing
+            line = proc.stderr.readline()
+            if not line and proc.poll() is not None:
+                break
+            stats += '"event": "stats"' in line and '"frames_total": 0,' not in line
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert stats >= 8 and not dest.exists() and len(hidden(tmp_path)) == 1
+    r = run_cli("stream", "--source", "demo", "--width", "64", "--height", "48", "--model", "compact", "--output",
+                str(dest), "--frames", "3", "--log-interval", "30")
+    assert r.returncode == 0, r.stderr[-2000:]
+    recovered = sorted(tmp_path.glob("rec.recovered-*.mp4"))
+    assert len(recovered) == 1 and "finalised the recording an earlier run left unfinished" in r.stderr
+    assert decode_errors(recovered[0]) == "" and video._probe_frames(recovered[0])[1] >= 1.0
+    assert dest.exists() and hidden(tmp_path) == []
+
+
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 1.5 MB tmpfs (root only); skipped with the reason elsewhere."""
