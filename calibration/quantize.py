@@ -39,7 +39,7 @@ META_PREFIX = "edge_sr."
 # (docs/benchmarks/README.md): uint8 activations (x86 runs u8 x s8; s8 x s8 takes a slower path), from
 # the graph and with the op types that measured fastest. ``graph`` names the FP32 export it is built
 # from ("fast": deploy/fast_graph.py, "plain": edge-sr export --residual).
-CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": ("first_conv",), "op_types": ["Conv"]}
+CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": ("first_conv",), "op_types": ["Conv", "Concat"]}
 
 
 @dataclass

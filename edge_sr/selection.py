@@ -15,12 +15,19 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
+
 from .errors import EdgeSRError
 
 log = logging.getLogger(__name__)
 
 PRECISION_RANK = {"fp32": 3, "tf32": 3, "fp16": 2, "int8": 1}
 DEFAULT_HEADROOM = 1.1  # the whole-frame FPS must beat the target by 10% (capture and output cost too)
+PRECISIONS = ("auto", "fp32", "int8")
+# the shipped INT8 files: symmetric signed INT8 (TensorRT's, and ONNX Runtime's S8S8) and the CPU file
+# (uint8 activations, from the fast graph: what x86 ONNX Runtime runs fastest)
+INT8_KINDS = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
+MAX_INT8_LOSS_DB = 0.15  # auto never picks an INT8 file that the cache says loses more than this
 
 
 def cache_path() -> Path:
@@ -168,3 +175,123 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
     if better:
         why += " Higher quality but too slow: " + "; ".join(desc(r) for r in better) + "."
     return best["path"], why
+
+
+# -- precision of a preset: platform default, then the bench cache ---------------------------------------
+def cpu_features(root: str | os.PathLike = "/") -> tuple[str, set]:
+    """(machine, CPU feature flags) of this device, from /proc/cpuinfo ('flags' on x86, 'Features' on ARM)."""
+    import platform
+
+    flags: set = set()
+    try:
+        for line in (Path(root) / "proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("flags", "Features"):
+                flags = set(v.split())
+                break
+    except OSError:
+        pass
+    return platform.machine().lower(), flags
+
+
+def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, bool, str]:
+    """Which INT8 file suits this device, whether INT8 is the default here before anything is measured,
+    and why. From ONNX Runtime's documentation (performance/model-optimizations/quantization):
+    "x86-64 with VNNI, GPU with Tensor Core int8 support and ARM with dot-product instructions can get
+    better performance in general"; "S8S8 with QDQ is the default setting ... It should be the first
+    choice". MLAS (ONNX Runtime's kernels) runs U8S8 and S8S8 with dot-product kernels on ARM64
+    (UDOT/SDOT, and symmetric-conv kernels for both); on x86 S8S8 goes through a slower path.
+
+    * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
+    * x86-64: the CPU file (uint8 activations; measured 1.7x+ FP32 for normal x2 on a Zen 5 with
+      AVX-512 VNNI, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni).
+    * aarch64: the symmetric S8S8 file, ONNX Runtime's documented first choice, with native SDOT
+      kernels; INT8 default only with the dot-product extension (asimddp: Cortex-A76, Raspberry Pi 5;
+      not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there measures both INT8 files and FP32,
+      and `auto` follows that measurement from then on.
+    * anything else: FP32."""
+    names = [providers] if isinstance(providers, str) else list(providers or [])
+    if any("tensorrt" in str(p).lower() or str(p).lower() == "trt" for n in names for p in str(n).split(",")):
+        return INT8_KINDS["tensorrt"], True, "TensorRT runs symmetric INT8 Q/DQ"
+    machine, flags = cpu_features(root)
+    if machine in ("x86_64", "amd64"):
+        vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
+        return INT8_KINDS["cpu"], vnni, ("x86-64 with VNNI: ONNX Runtime's u8s8 kernels" if vnni else
+                                        "x86-64 without VNNI: INT8 is not expected to pay")
+    if machine in ("aarch64", "arm64"):
+        dot = "asimddp" in flags
+        return INT8_KINDS["tensorrt"], dot, ("ARM64 with dot-product instructions: ONNX Runtime's S8S8 (SDOT) "
+                                             "kernels, the documented first choice; unmeasured here until edge-sr bench runs"
+                                             if dot else "ARM64 without dot-product instructions: FP32")
+    return INT8_KINDS["cpu"], False, f"{machine}: FP32"
+
+
+def _measured(cache: dict | None, path: Path, threads: int) -> dict:
+    """Cached rows of this exact file (size and mtime) at this thread count: {(w, h): row}."""
+    out: dict = {}
+    if not cache or not path.is_file():
+        return out
+    st = path.stat()
+    for r in cache.get("results", []):
+        if (r.get("path") == str(path) and r.get("_threads") == threads and r.get("file_bytes") == st.st_size
+                and r.get("file_mtime") == st.st_mtime):
+            out[tuple(r["lr_size"])] = r
+    return out
+
+
+def choose_precision(preset: str, scale: int, precision: str = "auto", *, lr_size: tuple[int, int] | None = None,
+                     threads: int = 0, providers=None, cache: Path | None = None,
+                     root: str | os.PathLike = "/") -> tuple[Path, str]:
+    """The shipped file of ``preset`` x``scale`` for ``precision`` (auto | fp32 | int8) and why.
+
+    int8: this platform's INT8 file (``platform_int8``); refused when it is not shipped.
+    auto: when this device's bench cache (``edge-sr bench``) has the FP32 file and an INT8 file at this
+    thread count, the fastest of them (at ``lr_size`` when measured there, else over the sizes measured for
+    both), unless the cache says the INT8 one loses more than MAX_INT8_LOSS_DB; without a measurement, the
+    platform default."""
+    from .backends import shipped_path
+    from .backends.onnxruntime import physical_cores
+
+    if precision not in PRECISIONS:
+        raise EdgeSRError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    fp32 = shipped_path(preset, scale, "onnx")
+    kind, default_int8, why_platform = platform_int8(root, providers)
+    int8 = shipped_path(preset, scale, kind)
+    if precision == "fp32":
+        return fp32, "FP32 asked for"
+    if precision == "int8":
+        if not int8.is_file():
+            raise EdgeSRError(f"no INT8 model {int8.name} shipped for {preset} x{scale} ({why_platform}): "
+                              "use --precision fp32, or make it with scripts/ship-weights.sh")
+        return int8, f"INT8 asked for: {int8.name} ({why_platform})"
+    if not fp32.is_file():
+        if int8.is_file():
+            return int8, f"only {int8.name} is shipped for {preset} x{scale}"
+        return fp32, "FP32 (nothing else shipped)"  # resolve_model reports what is missing
+    used = min(threads or physical_cores(), physical_cores())
+    cached = load_cache(cache)
+    rows = {p: _measured(cached, p.resolve(), used)
+            for p in [fp32] + [shipped_path(preset, scale, k) for k in dict.fromkeys([kind, *INT8_KINDS.values()])]}
+    base = rows[fp32]
+    best, best_fps, basis = fp32, None, None
+    for p, r in rows.items():
+        if p == fp32 or not r or not base:
+            continue
+        sizes = [tuple(lr_size)] if lr_size and tuple(lr_size) in r and tuple(lr_size) in base else sorted(set(r) & set(base))
+        if not sizes:
+            continue
+        q, q0 = next(iter(r.values())).get("psnr"), next(iter(base.values())).get("psnr")
+        if q is not None and q0 is not None and q0 - q > MAX_INT8_LOSS_DB:
+            continue
+        ratio = float(np.mean([r[s]["fps"] / base[s]["fps"] for s in sizes]))
+        if ratio > 1.0 and (best_fps is None or ratio > best_fps):
+            best, best_fps = p, ratio
+            basis = ", ".join(f"{s[0]}x{s[1]}" for s in sizes)
+    if base and any(rows[p] for p in rows if p != fp32):
+        if best == fp32:
+            return fp32, f"auto: FP32, measured faster than (or as fast as) the INT8 files on this device (bench cache)"
+        return best, (f"auto: {best.name}, measured {best_fps:.2f}x FP32's FPS on this device at {basis} "
+                      f"(bench cache, {used} threads)")
+    if default_int8 and int8.is_file():
+        return int8, f"auto: {int8.name}, the platform default ({why_platform}); not measured on this device yet (edge-sr bench)"
+    return fp32, f"auto: FP32, the platform default ({why_platform})"

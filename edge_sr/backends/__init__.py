@@ -72,16 +72,36 @@ class Upscaler(ABC):
 
 
 def shipped_path(preset: str, scale: int, kind: str) -> Path:
-    """Path of a shipped model file: kind is 'safetensors', 'onnx' or 'int8.onnx'."""
+    """Path of a shipped model file: kind is 'safetensors', 'onnx' (FP32, the fast graph), 'int8.onnx'
+    (symmetric INT8 Q/DQ: TensorRT, and ONNX Runtime S8S8) or 'cpu-int8.onnx' (INT8 for ONNX Runtime on
+    CPUs: uint8 activations)."""
     return WEIGHTS_DIR / f"dcscn_{preset}_x{scale}.{kind}"
 
 
-def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx") -> Path:
+def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", precision: str | None = None,
+                  **select) -> Path:
     """A preset name (compact/normal/large) or a path -> a model file.
 
     For a preset, ``prefer`` picks the shipped file: 'onnx' (FP32 ONNX, the runtime default),
-    'int8' (INT8 ONNX) or 'checkpoint'; falls back to the checkpoint when no ONNX was shipped.
+    'int8' (the symmetric INT8 ONNX) or 'checkpoint'; falls back to the checkpoint when no ONNX was shipped.
+    ``precision`` ('auto', 'fp32' or 'int8'), when given, chooses among the shipped ONNX files instead, by
+    platform and by this device's bench cache (``edge_sr.selection.choose_precision``; ``select`` goes
+    to it: lr_size, threads, providers); the choice and its reason are logged. A file path is taken as
+    it is (its precision is its own; asking a file for another precision is refused).
     """
+    if model in PRESET_NAMES and precision is not None:
+        from ..selection import choose_precision
+
+        s = scale or 2
+        path, why = choose_precision(model, s, precision, **select)
+        if path.is_file():
+            import logging
+
+            logging.getLogger(__name__).info("%s x%d: %s (%s)", model, s, path.name, why)
+            return path
+        # nothing shipped for this choice: the usual lookup explains what exists
+        if precision == "int8":
+            raise EdgeSRError(f"no shipped INT8 {model} model for x{s}: {why}")
     if model in PRESET_NAMES:
         s = scale or 2
         order = {"onnx": ["onnx", "safetensors"], "int8": ["int8.onnx"], "checkpoint": ["safetensors"]}[prefer]
@@ -99,16 +119,29 @@ def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx") ->
         raise EdgeSRError(f"model not found: {model} (give a preset: {', '.join(PRESET_NAMES)}, or a file)")
     if p.is_dir():
         raise EdgeSRError(f"model path is a folder, expected a file: {p}")
+    if precision in ("fp32", "int8"):
+        is_int8 = p.name.lower().endswith(".int8.onnx") or p.name.lower().endswith("int8.onnx")
+        if (precision == "int8") != is_int8:
+            raise EdgeSRError(f"--precision {precision} applies to presets; {p.name} is "
+                              f"{'an INT8' if is_int8 else 'not an INT8'} file (leave --precision out, or give a preset)")
     return p
 
 
-def open_upscaler(model: str | os.PathLike, scale: int | None = None, prefer: str = "onnx", **options) -> Upscaler:
+def open_upscaler(model: str | os.PathLike, scale: int | None = None, prefer: str = "onnx",
+                  precision: str | None = None, **options) -> Upscaler:
     """Open a model by preset name or path; the backend follows the file type.
 
     ``scale`` is checked against the model's own scale (the model decides; a mismatch is an error).
-    ``options`` go to the backend (threads, providers, tile shape...).
+    ``precision`` ('auto', 'fp32', 'int8'; None = FP32 as before) chooses a preset's shipped file
+    (``resolve_model``). ``options`` go to the backend (threads, providers, tile shape...).
     """
-    path = resolve_model(str(model), scale, prefer)
+    select = {}
+    if precision is not None and str(model) in PRESET_NAMES:
+        select = {"threads": options.get("threads", 0), "providers": options.get("providers")}
+        if options.get("frame_shape"):
+            h, w = options["frame_shape"]
+            select["lr_size"] = (w, h)
+    path = resolve_model(str(model), scale, prefer, precision, **select)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from .torch_backend import TorchUpscaler

@@ -28,7 +28,11 @@ def add_parser(sub) -> None:
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
                    help="range calibration (default percentile 99.999: measured best on Set5)")
     p.add_argument("--percentile", type=float, default=99.999)
-    p.add_argument("--activations", choices=("int8", "uint8"), default="int8",
+    p.add_argument("--target", choices=("tensorrt", "cpu"), default="tensorrt",
+                   help="tensorrt (default): symmetric signed INT8 everywhere, the .int8.onnx that TensorRT (and ONNX "
+                   "Runtime S8S8) runs; cpu: the .cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "
+                   "only Conv and Concat quantized: calibration.quantize.CPU_INT8), from the shipped fast FP32 graph")
+    p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
                    "Runtime, NOT usable by TensorRT")
     p.add_argument("--keep-float", default="first_conv",
@@ -70,13 +74,23 @@ def run(args) -> int:
         raise EdgeSRError("--batch and --crops-per-image must be at least 1")
     from calibration.quantize import quantize_int8
 
+    from calibration.quantize import CPU_INT8
+
     ch, cw = parse_shape(args.crop)
     keep = [] if args.keep_float.lower() == "none" else [k.strip() for k in args.keep_float.split(",") if k.strip()]
+    op_types = None
+    if args.target == "cpu":
+        if args.activations == "int8":
+            raise EdgeSRError("--target cpu makes uint8 activations; for symmetric int8 use --target tensorrt")
+        args.activations, op_types = CPU_INT8["activations"], list(CPU_INT8["op_types"])
+    args.activations = args.activations or "int8"
     samples = load_calibration_set(args.images, crop=(ch, cw), crops_per_image=args.crops_per_image,
                                    min_images=args.batch, max_images=args.max_images)
     res = quantize_int8(fp32, args.output, samples, method=args.method, activations=args.activations,
-                        keep_float=keep, percentile=args.percentile)
+                        keep_float=keep, percentile=args.percentile, op_types=op_types)
     trt = "TensorRT-compatible" if args.activations == "int8" else "CPU only, NOT TensorRT-compatible"
+    if op_types:
+        trt += f"; quantized op types: {', '.join(op_types)}"
     print(f"wrote {res.path}: Q/DQ {args.activations} activations / int8 per-channel weights ({trt}), "
           f"{args.method} calibration on {res.samples} crops {cw}x{ch}, {res.quantized_nodes} QuantizeLinear, "
           f"kept float: {', '.join(res.excluded) or 'none'}")
