@@ -280,17 +280,53 @@ def model_candidate(path: str | os.PathLike, scale: int | None = None) -> Candid
     return Candidate(name=p.name, kind="edge-sr", scale=scale or 0, path=str(p))
 
 
-def default_candidates(scale: int) -> list[Candidate]:
-    """The shipped presets that exist (FP32 and INT8 ONNX; the checkpoint when no ONNX was shipped)."""
+def default_candidates(scale: int, precisions=("fp32", "int8")) -> list[Candidate]:
+    """Every precision of the shipped presets that exist: the FP32 ONNX, the symmetric INT8 file
+    (TensorRT's; ONNX Runtime S8S8) and the CPU INT8 file (uint8 activations); the checkpoint when no ONNX
+    was shipped. ``precisions`` keeps only fp32 and/or int8 files."""
     from .backends import shipped_path
 
+    kinds = (["onnx"] if "fp32" in precisions else []) + (["int8.onnx", "cpu-int8.onnx"] if "int8" in precisions else [])
     out = []
     for preset in PRESET_NAMES:
-        onnx_files = [shipped_path(preset, scale, k) for k in ("onnx", "int8.onnx")]
-        found = [p for p in onnx_files if p.is_file()]
-        if not found and shipped_path(preset, scale, "safetensors").is_file():
+        found = [p for p in (shipped_path(preset, scale, k) for k in kinds) if p.is_file()]
+        if not found and "fp32" in precisions and not shipped_path(preset, scale, "onnx").is_file() \
+                and shipped_path(preset, scale, "safetensors").is_file():
             found = [shipped_path(preset, scale, "safetensors")]
         out += [Candidate(name=p.name, kind="edge-sr", scale=scale, path=str(p)) for p in found]
+    return out
+
+
+def precision_summary(rows: list, root: str | os.PathLike = "/") -> list[dict]:
+    """Per shipped preset and frame size: FPS of each INT8 file relative to the FP32 one, and what
+    ``--precision auto`` now picks on this device (the bench cache): the report that settles the INT8
+    choice of a platform (docs/benchmarks/README.md)."""
+    from .selection import platform_int8
+
+    kind, default_int8, why = platform_int8(root)
+    by = {}
+    for r in rows:
+        if r.kind != "edge-sr" or not r.path:
+            continue
+        name = Path(r.path).name
+        m = re.match(r"dcscn_(\w+?)_x(\d)\.(onnx|int8\.onnx|cpu-int8\.onnx|safetensors)$", name)
+        if not m:
+            continue
+        by.setdefault((m.group(1), int(m.group(2)), tuple(r.lr_size)), {})[m.group(3)] = r
+    out = []
+    for (preset, scale, size), files in sorted(by.items()):
+        base = files.get("onnx")
+        if base is None:
+            continue
+        entry = {"preset": preset, "scale": scale, "lr_size": list(size), "fp32_fps": base.fps,
+                 "platform_int8_file": kind, "platform_default_int8": default_int8, "platform_reason": why}
+        for k in ("int8.onnx", "cpu-int8.onnx"):
+            if k in files:
+                entry[f"{k}_fps"] = files[k].fps
+                entry[f"{k}_vs_fp32"] = files[k].fps / base.fps
+                if files[k].psnr is not None and base.psnr is not None:
+                    entry[f"{k}_psnr_delta"] = files[k].psnr - base.psnr
+        out.append(entry)
     return out
 
 
@@ -545,6 +581,7 @@ def report_dict(rows: list[Row], device: dict, settings: dict, command: list[str
         "settings": settings,
         "results": [asdict(r) for r in rows],
         "ratios": ratios(rows),
+        "precision": precision_summary(rows),
         "quality": quality,
     }
 

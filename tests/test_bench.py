@@ -180,3 +180,30 @@ def test_pareto_treats_equal_quality_as_equal():
 
     # an exact rewrite (same PSNR up to float noise) that runs faster pushes the original off the front
     assert pareto_front([(16.0, 33.5800004), (31.0, 33.58)]) == [False, True]
+
+
+def test_every_precision_of_the_shipped_models(onnx_model, tmp_path, monkeypatch):
+    """Without --model, bench measures the FP32, the symmetric INT8 and the CPU INT8 file of each preset,
+    and its report relates each INT8 file to its FP32 one (the report that settles a platform's INT8)."""
+    import shutil
+
+    import edge_sr.backends as backends
+    from edge_sr.bench import default_candidates, run_bench
+
+    w = tmp_path / "weights"
+    w.mkdir()
+    for kind in ("onnx", "int8.onnx", "cpu-int8.onnx"):  # the same graph under the three names: speed only
+        shutil.copy(onnx_model, w / f"dcscn_compact_x2.{kind}")
+    (w / "dcscn_normal_x2.safetensors").write_bytes(b"x")  # a checkpoint beside shipped ONNX of another preset
+    monkeypatch.setattr(backends, "WEIGHTS_DIR", w)
+    names = [c.name for c in default_candidates(2)]
+    assert names[:3] == ["dcscn_compact_x2.onnx", "dcscn_compact_x2.int8.onnx", "dcscn_compact_x2.cpu-int8.onnx"]
+    assert "dcscn_normal_x2.safetensors" in names  # no ONNX shipped for normal: its checkpoint
+    assert [c.name for c in default_candidates(2, ("int8",))] == names[1:3]
+    assert [c.name for c in default_candidates(2, ("fp32",))] == [names[0], "dcscn_normal_x2.safetensors"]
+    rep = run_bench(default_candidates(2, ("fp32", "int8"))[:3], [(24, 16)], threads=1, warmup=1, min_runs=2, seconds=0)
+    (e,) = rep["precision"]
+    assert e["preset"] == "compact" and e["lr_size"] == [24, 16] and e["platform_int8_file"] in ("int8.onnx", "cpu-int8.onnx")
+    fps = {r["name"]: r["fps"] for r in rep["results"]}
+    assert e["int8.onnx_vs_fp32"] == pytest.approx(fps["dcscn_compact_x2.int8.onnx"] / fps["dcscn_compact_x2.onnx"])
+    assert e["cpu-int8.onnx_vs_fp32"] == pytest.approx(fps["dcscn_compact_x2.cpu-int8.onnx"] / fps["dcscn_compact_x2.onnx"])

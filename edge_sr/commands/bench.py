@@ -22,6 +22,10 @@ def add_parser(sub) -> None:
     p.add_argument("--peer", action="append", default=[], metavar="NAME=PATH",
                    help="OpenCV dnn_superres peer, e.g. fsrcnn=FSRCNN_x2.pb or espcn=ESPCN_x2.pb; repeatable. "
                    "Default: the x<scale> FSRCNN/ESPCN files in $EDGE_SR_PEERS when set")
+    p.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                   help="shipped files of the presets to measure: fp32, int8 (the symmetric TensorRT/S8S8 file and the "
+                   "CPU file), or auto (default): every precision, so that the bench cache can settle which one "
+                   "`--precision auto` runs on this device")
     p.add_argument("--scale", type=int, default=2, help="upscale factor (default 2); models must match")
     p.add_argument("--size", action="append", default=[], metavar="WxH",
                    help="LR frame size; repeatable (default 320x240, 640x480, 1280x720)")
@@ -51,7 +55,20 @@ def _candidates(args):
     from ..bench import Candidate, default_candidates, model_candidate, peer_candidate, peers_from_dir
     from ..errors import EdgeSRError
 
-    cands = [model_candidate(m, args.scale) for m in args.model] if args.model else default_candidates(args.scale)
+    from ..config import PRESET_NAMES
+
+    precisions = ("fp32", "int8") if args.precision == "auto" else (args.precision,)
+    cands = []
+    for m in args.model:
+        if m in PRESET_NAMES:  # a preset: its shipped files of the asked precisions
+            found = [c for c in default_candidates(args.scale, precisions) if c.name.startswith(f"dcscn_{m}_x")]
+            if not found:
+                raise EdgeSRError(f"no shipped {m} x{args.scale} files of precision {args.precision}")
+            cands += found
+        else:
+            cands.append(model_candidate(m, args.scale))
+    if not args.model:
+        cands = default_candidates(args.scale, precisions)
     if not args.model and not cands:
         print(f"no shipped x{args.scale} models found: benchmarking bicubic and peers only "
               "(add --model PATH)", file=sys.stderr)
@@ -70,6 +87,7 @@ def _candidates(args):
 def run(args) -> int:
     from .. import bench
     from ..bench import DEFAULT_SIZES, parse_size
+    from ..errors import EdgeSRError
 
     sizes = [parse_size(s) for s in args.size] or list(DEFAULT_SIZES)
     options = {"providers": args.providers} if args.providers else {}
@@ -112,6 +130,12 @@ def run(args) -> int:
             if refs:
                 rel = ", ".join((f"{v:.2f}x" if v >= 0.1 else f"1/{1 / v:.0f}") + f" {k}" for k, v in refs.items())
                 print(f"  {size} {name}: FPS = {rel}")
+    for e in report.get("precision") or []:
+        rel = ", ".join(f"{k.replace('.onnx', '')} {e[k + '_vs_fp32']:.2f}x"
+                        + (f" ({e[k + '_psnr_delta']:+.3f} dB)" if k + "_psnr_delta" in e else "")
+                        for k in ("int8.onnx", "cpu-int8.onnx") if k + "_vs_fp32" in e)
+        if rel:
+            print(f"  INT8 vs FP32, {e['preset']} x{e['scale']} {e['lr_size'][0]}x{e['lr_size'][1]}: {rel}")
     out_json = args.output + ".json"
     bench.write_json(report, out_json)
     print(f"wrote {out_json}")
@@ -120,7 +144,14 @@ def run(args) -> int:
         bench.plot(rows, out_png, title=f"edge-sr bench x{args.scale} on {dev['cpu']}, {dev['threads']} threads")
         print(f"wrote {out_png}")
     # the run also refreshes the cache that --target-fps / --pick reads
-    from ..selection import update_cache
+    from ..selection import choose_precision, update_cache
 
     update_cache(report)
+    presets = sorted({(e["preset"], e["scale"]) for e in report.get("precision") or []})
+    for preset, scale in presets:  # what --precision auto now runs here, from the cache just written
+        try:
+            path, why = choose_precision(preset, scale, "auto", threads=args.threads)
+            print(f"--precision auto on this device, {preset} x{scale}: {path.name} ({why})")
+        except EdgeSRError as exc:
+            print(f"--precision auto, {preset} x{scale}: {exc}", file=sys.stderr)
     return 0
