@@ -185,8 +185,9 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path, tiny_checkpoint):
             m["format"] = tag
         p = tmp_path / f"foreign_{tag}.safetensors".replace("/", "_")
         _write_safetensors(p, weights, m)
-        with pytest.raises(EdgeSRError, match="not an edge-sr DCSCN checkpoint"):
+        with pytest.raises(EdgeSRError, match="not an edge-sr DCSCN checkpoint") as ei:
             load_checkpoint(p)
+        assert repr(tag) in str(ei.value) and str(p) in str(ei.value)  # says what it found, and where
         with pytest.raises(EdgeSRError):
             open_upscaler(p)
     from conftest import textured_bgr
@@ -261,3 +262,39 @@ def test_init_refusal_is_one_line(tmp_path, tiny_checkpoint):
     assert r.returncode != 0, r.stdout
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr[-600:]
     assert "last.weight" in r.stderr
+
+
+def test_checkpoint_file_details(tmp_path, tiny_checkpoint):
+    """Float32 on disk whatever the caller passes; no info -> {}; each refusal names its cause and file;
+    file_sha256 is the sha256 of the whole file (chunked reads included)."""
+    import hashlib
+
+    from safetensors import safe_open
+
+    from edge_sr.checkpoint import file_sha256, load_checkpoint, save_checkpoint
+    from edge_sr.errors import EdgeSRError
+
+    cfg, w, _ = load_checkpoint(tiny_checkpoint)
+    p = tmp_path / "f64.safetensors"
+    save_checkpoint(p, cfg, {k: v.astype(np.float64) for k, v in w.items()})
+    with safe_open(str(p), framework="numpy") as f:
+        assert all(f.get_tensor(k).dtype == np.float32 for k in f.keys())
+        meta = f.metadata()
+    _, _, info = load_checkpoint(p)
+    assert info == {}
+    bare = tmp_path / "noinfo.safetensors"
+    _write_safetensors(bare, w, {k: v for k, v in meta.items() if k != "info"})
+    assert load_checkpoint(bare)[2] == {}
+    broken = tmp_path / "broken.safetensors"
+    _write_safetensors(broken, w, {**meta, "config": '{"layers": "many"'})
+    with pytest.raises(EdgeSRError, match="broken config") as ei:
+        load_checkpoint(broken)
+    assert str(broken) in str(ei.value)
+    with pytest.raises(EdgeSRError, match="model file not found") as ei:
+        load_checkpoint(tmp_path / "absent.safetensors")
+    assert "absent.safetensors" in str(ei.value)
+    big = tmp_path / "big.bin"
+    data = np.random.default_rng(0).integers(0, 256, (1 << 20) * 2 + 12345, dtype=np.uint8).tobytes()
+    big.write_bytes(data)
+    assert file_sha256(big) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(tiny_checkpoint) == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
