@@ -287,6 +287,11 @@ def choose_precision(preset: str, scale: int, precision: str = "auto", *, lr_siz
         if ratio > 1.0 and (best_fps is None or ratio > best_fps):
             best, best_fps = p, ratio
             basis = ", ".join(f"{s[0]}x{s[1]}" for s in sizes)
+    if best != fp32:
+        return best, (f"auto: {best.name}, measured {best_fps:.2f}x FP32's FPS on this device at {basis} "
+                      f"(bench cache, {used} threads)")
+    if default_int8 and int8.is_file() and not rows.get(int8):
+        return int8, f"auto: {int8.name}, the platform default ({why_platform}); not measured on this device yet (edge-sr bench)"
     if base and any(rows[p] for p in rows if p != fp32):
         if best == fp32:
             return fp32, f"auto: FP32, measured faster than (or as fast as) the INT8 files on this device (bench cache)"

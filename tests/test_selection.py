@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, textured_bgr
 
 from edge_sr.errors import EdgeSRError
 
@@ -246,3 +246,23 @@ def test_resolve_model_with_precision(shipped, tmp_path, monkeypatch, cache_dir,
     with pytest.raises(EdgeSRError, match="applies to presets"):
         resolve_model(str(shipped["onnx"]), 2, precision="int8")
     assert resolve_model(str(shipped["int8.onnx"]), 2, precision="int8") == shipped["int8.onnx"]
+
+
+def test_cli_precision_is_logged(tmp_path, cache_dir):
+    """upscale --precision int8 on a preset runs this platform's shipped INT8 file and says which."""
+    import cv2
+
+    from edge_sr.backends import shipped_path
+    from edge_sr.selection import platform_int8
+
+    kind = platform_int8()[0]
+    if not shipped_path("compact", 2, kind).is_file():
+        pytest.skip(f"no shipped dcscn_compact_x2.{kind}")
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_bgr(24, 32))
+    r = run_cli("upscale", str(img), "-o", str(tmp_path / "o.png"), "--model", "compact", "--precision", "int8",
+                env={"EDGE_SR_CACHE": str(cache_dir)})
+    assert r.returncode == 0, r.stderr
+    assert f"dcscn_compact_x2.{kind} (INT8 asked for" in r.stderr
+    r = run_cli("upscale", str(img), "-o", str(tmp_path / "o.png"), "--model", "compact", "--precision", "int4")
+    assert r.returncode != 0 and "Traceback" not in r.stderr

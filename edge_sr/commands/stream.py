@@ -91,6 +91,9 @@ def add_parser(sub) -> None:
                      help="pick the highest-quality shipped model/precision that sustains FPS at this frame size "
                      "on this device (from a cached edge-sr bench; measured now when none is cached); when none "
                      "does, the fastest, with a warning")
+    mdl.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
+                     help="a preset's shipped file: auto (default: the faster on this device, from the edge-sr bench "
+                     "cache, else the platform default; logged), fp32 or int8 (this platform's INT8 file)")
     mdl.add_argument("--threads", type=int, default=0, help="inference threads (0: backend default)")
     mdl.add_argument("--tile", type=int, default=None, help="LR tile side for large frames (default: whole frame)")
     out = p.add_argument_group("outputs")
@@ -530,7 +533,7 @@ def _run(args, stopper: _Stopper) -> tuple[int, bool]:
                                     fallback=True)
             log.info("--target-fps %g: %s", args.target_fps, why)
         checkpoint()
-        upscaler = open_upscaler(model, scale=args.scale, **options)
+        upscaler = open_upscaler(model, scale=args.scale, precision=getattr(args, "precision", None), **options)
         checkpoint()
         source.open(wait_s=camera_wait_s(args), stop=stopper.event)
         checkpoint()
