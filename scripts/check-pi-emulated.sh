@@ -4,11 +4,12 @@
 # qemu-user-static, with the real aarch64 wheels of ONNX Runtime and OpenCV from PyPI, and compare the
 # outputs with the same commands on x86. Not part of CI: it needs root, network and ~10 minutes.
 #
-#   sudo scripts/check-pi-emulated.sh [--clean] [--fp32 MODEL.onnx] [--int8 MODEL.int8.onnx]
+#   sudo scripts/check-pi-emulated.sh [--clean] [--fp32 M.onnx] [--int8 M.int8.onnx] [--cpu-int8 M.cpu-int8.onnx]
 #
 #   --clean         delete the cached root filesystem first (a full run from scratch)
-#   --fp32 / --int8 the ONNX models (default: the shipped edge_sr/weights/dcscn_compact_x2{,.int8}.onnx;
-#                   env EDGE_SR_PI_FP32 / EDGE_SR_PI_INT8)
+#   --fp32 / --int8 / --cpu-int8  the ONNX models (default: the shipped edge_sr/weights/dcscn_compact_x2
+#                   .onnx, .int8.onnx (symmetric S8S8: TensorRT's, the Pi default) and .cpu-int8.onnx (uint8
+#                   activations: U8S8); env EDGE_SR_PI_FP32 / EDGE_SR_PI_INT8 / EDGE_SR_PI_CPU_INT8)
 #   --cache DIR     where the root filesystem and the work folder live (default /var/cache/edge-sr-pi;
 #                   env EDGE_SR_PI_CACHE). Never inside the repo.
 # Env: EDGE_SR_PI_MIRROR (Debian mirror), EDGE_SR_DATA (data folder holding val/set5; default ../shared/data).
@@ -16,8 +17,8 @@
 # Steps: host tools (qemu-user-static, binfmt-support, debootstrap) -> arm64 bookworm rootfs (cached) ->
 # prepare it (CA certificates, user pi; cached) -> the chroot looks like a Pi 5 -> copy the repo's tracked
 # files to /home/pi/edge-sr -> ./install.sh as user pi (twice: the second must do nothing) -> no torch ->
-# upscale (FP32, INT8) -> eval on two Set5 images -> stream --source demo to a file -> the same commands
-# on x86 -> compare. Each step prints its result and time; the first failure stops the check (exit 1)
+# upscale (FP32 and both INT8 flavours) -> eval on two Set5 images -> stream --source demo to a file -> bench
+# (tiny, emulated: it checks that the Pi writes the INT8 report, not its speed) -> the same commands on x86 -> compare. Each step prints its result and time; the first failure stops the check (exit 1)
 # and shows the end of its log. Emulated inference is ~500x slower than native: inputs are tiny.
 set -uo pipefail
 
@@ -26,6 +27,7 @@ pidir="$repo/scripts/pi"
 cache=${EDGE_SR_PI_CACHE:-/var/cache/edge-sr-pi}
 fp32=${EDGE_SR_PI_FP32:-$repo/edge_sr/weights/dcscn_compact_x2.onnx}
 int8=${EDGE_SR_PI_INT8:-$repo/edge_sr/weights/dcscn_compact_x2.int8.onnx}
+cpuint8=${EDGE_SR_PI_CPU_INT8:-$repo/edge_sr/weights/dcscn_compact_x2.cpu-int8.onnx}
 mirror=${EDGE_SR_PI_MIRROR:-http://deb.debian.org/debian}
 data=${EDGE_SR_DATA:-$repo/../shared/data}
 suite=bookworm
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
     --clean) clean=1 ;;
     --fp32) [ $# -ge 2 ] || die "--fp32 needs a file"; fp32=$2; shift ;;
     --int8) [ $# -ge 2 ] || die "--int8 needs a file"; int8=$2; shift ;;
+    --cpu-int8) [ $# -ge 2 ] || die "--cpu-int8 needs a file"; cpuint8=$2; shift ;;
     --cache) [ $# -ge 2 ] || die "--cache needs a folder"; cache=$2; shift ;;
     -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
@@ -46,10 +49,10 @@ done
 
 [ "$(id -u)" = 0 ] || die "needs root (apt-get, debootstrap, mounts, chroot): sudo $0"
 [ "$(uname -m)" = x86_64 ] || die "this check runs on an x86-64 host (on a real Pi just run ./install.sh)"
-for f in "$fp32" "$int8"; do
-  [ -f "$f" ] || die "model not found: $f (ship it, or give --fp32/--int8, env EDGE_SR_PI_FP32/EDGE_SR_PI_INT8)"
+for f in "$fp32" "$int8" "$cpuint8"; do
+  [ -f "$f" ] || die "model not found: $f (ship it, or give --fp32/--int8/--cpu-int8, env EDGE_SR_PI_FP32/_INT8/_CPU_INT8)"
 done
-fp32=$(realpath "$fp32") int8=$(realpath "$int8")
+fp32=$(realpath "$fp32") int8=$(realpath "$int8") cpuint8=$(realpath "$cpuint8")
 cache=$(realpath -m "$cache")
 case "$cache/" in "$repo"/*) die "the cache must be outside the repo: $cache" ;; esac
 [ -d "$data/val/set5" ] || die "no Set5 at $data/val/set5 (set EDGE_SR_DATA)"
@@ -162,7 +165,7 @@ copy_repo() {
   rm -rf "$home/edge-sr/.venv"
   # the models: at their shipped paths when they are the shipped ones, else beside the check inputs
   local untracked=""
-  for m in "$fp32" "$int8"; do
+  for m in "$fp32" "$int8" "$cpuint8"; do
     case "$m" in
       "$repo"/*) mkdir -p "$home/edge-sr/$(dirname "${m#$repo/}")"; cp "$m" "$home/edge-sr/${m#$repo/}"
         (cd "$repo" && git ls-files --error-unmatch "${m#$repo/}" >/dev/null 2>&1) || untracked="$untracked ${m#$repo/}" ;;
@@ -240,8 +243,9 @@ do_upscale() {  # precision model
 
 do_eval() {
   pi_edge eval --data /home/pi/check/set5 --scale 2 --model "$(pi_model "$fp32")" --model "$(pi_model "$int8")" \
+    --model "$(pi_model "$cpuint8")" --json eval.json || return 1
+  x86_edge eval --data "$home/check/set5" --scale 2 --model "$fp32" --model "$int8" --model "$cpuint8" \
     --json eval.json || return 1
-  x86_edge eval --data "$home/check/set5" --scale 2 --model "$fp32" --model "$int8" --json eval.json || return 1
   result "$("$x86_py" -c '
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
@@ -261,6 +265,14 @@ do_stream() {
   result "demo scene 32x24 -> 64x48, 4 frames; tiny.png, 2 frames (FFV1 .avi)"
 }
 
+do_bench() {
+  # the report a real Pi writes (edge-sr bench): every precision of the shipped models and the INT8 summary.
+  # Emulated speed means nothing: tiny frames, one run; it checks that the report settles the INT8 choice.
+  pi_edge bench --size 32x24 --seconds 0 --runs 1 --warmup 0 --threads 1 --no-plot -o bench_pi \
+    --model "$(pi_model "$fp32")" --model "$(pi_model "$int8")" --model "$(pi_model "$cpuint8")" || return 1
+  "$x86_py" "$pidir/check_bench.py" "$piout/bench_pi.json" || return 1
+}
+
 do_compare() {
   "$x86_py" "$pidir/compare.py" "$x86" "$piout" || return 1
   result "every output within tolerance of x86"
@@ -274,7 +286,7 @@ fi
 rm -rf "$work"
 mkdir -p "$logs" "$home" "$x86"
 echo "edge-sr Raspberry Pi check (emulated arm64 $suite user space); cache $cache"
-echo "models: $fp32, $int8"
+echo "models: $fp32, $int8, $cpuint8"
 step host-tools         host_tools
 step rootfs             build_rootfs
 step prepare-rootfs     prepare_rootfs
@@ -285,10 +297,13 @@ step install.sh-again   rerun_install
 step no-torch           no_torch
 step infer-fp32         do_infer fp32 "$fp32"
 step infer-int8         do_infer int8 "$int8"
+step infer-cpu-int8     do_infer cpu-int8 "$cpuint8"
 step upscale-fp32       do_upscale fp32 "$fp32"
 step upscale-int8       do_upscale int8 "$int8"
+step upscale-cpu-int8   do_upscale cpu-int8 "$cpuint8"
 step eval-set5x2        do_eval
 step stream-demo        do_stream
+step bench-report       do_bench
 step compare-x86        do_compare
 sed 's/^/      /' "$logs/$(printf %02d $n)-compare-x86.log" | grep -v RESULT
 printf 'check-pi-emulated: PASSED in %.0f s (logs and outputs in %s)\n' "$(since "$check_start")" "$work"

@@ -21,6 +21,8 @@ CHECKS = {
     "infer_int8.npy": ("npy", 4 / 255, ""),
     "upscale_fp32.png": ("png", 1, " levels"),
     "upscale_int8.png": ("png", 4, " levels"),
+    "infer_cpu-int8.npy": ("npy", 4 / 255, ""),
+    "upscale_cpu-int8.png": ("png", 4, " levels"),
     "eval.json": ("psnr", None, " dB"),
     "stream_demo_fp32.avi": ("video", 4, " levels"),
     "stream_image_fp32.avi": ("video", 1, " levels"),
