@@ -42,6 +42,18 @@ for m in "${order[@]}"; do
   mkdir -p "$work"
   git ls-files -co --exclude-standard -z | xargs -0 -I{} cp --parents {} "$work" 2>/dev/null || true
   tests=$(printf '    %s\n' ${TESTS[$m]})
+  # mutmut forks its test runs from a process whose caches are warm: imresize's lru_cache of weight
+  # matrices would hide every mutant of the kernel. Clear it before each test, in the copy only.
+  cat >> "$work/tests/conftest.py" <<'PY'
+
+
+@pytest.fixture(autouse=True)
+def _mutation_cold_caches():
+    from edge_sr import imresize as _imresize
+
+    if hasattr(_imresize._weight_matrix, "cache_clear"):
+        _imresize._weight_matrix.cache_clear()
+PY
   cat > "$work/setup.cfg" <<CFG
 [mutmut]
 source_paths =

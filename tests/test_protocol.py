@@ -66,3 +66,55 @@ def test_bicubic_on_set14_x2(data_root):
     res = evaluate({"bicubic": lambda lr: bicubic_method(lr, 2)}, discover_sets(data_root / "val" / "set14"), 2,
                    with_ssim=False, progress=False)
     assert res["bicubic"][0].psnr == pytest.approx(30.24, abs=0.02)
+
+
+# -- MATLAB imresize against references outside the module (kill the survivors of scripts/mutation.sh) -----
+def test_cubic_kernel_is_keys_a_minus_half():
+    """MATLAB's bicubic kernel (Keys 1981, a = -0.5), at the points where its value is known in closed form."""
+    from edge_sr.imresize import _cubic
+
+    x = np.array([0.0, 0.25, 0.5, 1.0, 1.5, 1.75, 2.0, 2.5, -0.5, -1.5])
+    want = [1.0, 0.8671875, 0.5625, 0.0, -0.0625, -0.0234375, 0.0, 0.0, 0.5625, -0.0625]
+    np.testing.assert_allclose(_cubic(x), want, atol=1e-12)
+
+
+def test_upscaling_reproduces_quadratics():
+    """Keys' a = -0.5 cubic reproduces polynomials up to degree 2 exactly (away from the borders); any other
+    kernel, or a mis-placed sample grid, does not."""
+    xs = np.arange(20, dtype=np.float64)
+    f = lambda t: 3.0 + 0.7 * t - 0.05 * t**2  # noqa: E731
+    img = np.tile(f(xs), (6, 1))
+    up = imresize(img, 2.0)
+    t = (np.arange(40) + 0.5) / 2 - 0.5  # MATLAB's sample positions for x2, pixel centres aligned
+    np.testing.assert_allclose(up[3, 4:-4], f(t[4:-4]), atol=1e-9)
+
+
+def test_scale_and_output_shape_agree_and_constants_stay():
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(imresize(img, 0.5), imresize(img, output_shape=(6, 8)))
+    f = img.astype(np.float64)
+    np.testing.assert_allclose(imresize(f, 0.5), imresize(f, output_shape=(6, 8)), atol=1e-12)
+    for v in (0, 255):  # the extremes survive the rounding and saturation of each pass exactly
+        c = np.full((9, 11), v, np.uint8)
+        assert (imresize(c, 0.5) == v).all() and (imresize(c, 2.0) == v).all()
+    with pytest.raises(ValueError, match="exactly one of scale or output_shape"):
+        imresize(img)
+
+
+def test_uint8_passes_go_in_matlabs_order():
+    """uint8 is rounded after each 1-D pass, so the order shows: MATLAB resizes the dimension with the
+    smaller scale first (height on a tie). Compared with the two single-axis resizes done by hand."""
+    rng = np.random.default_rng(8)
+    img = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    for out in [(8, 12), (12, 8), (8, 8)]:
+        sh, sw = out[0] / 16, out[1] / 16
+        if sh <= sw:
+            ref = imresize(imresize(img, output_shape=(out[0], 16)), output_shape=out)
+            other = imresize(imresize(img, output_shape=(16, out[1])), output_shape=out)
+        else:
+            ref = imresize(imresize(img, output_shape=(16, out[1])), output_shape=out)
+            other = imresize(imresize(img, output_shape=(out[0], 16)), output_shape=out)
+        got = imresize(img, output_shape=out)
+        np.testing.assert_array_equal(got, ref)
+        assert (ref != other).any()  # the order matters on this image: the test can tell them apart
