@@ -1,0 +1,151 @@
+"""Quantization-aware fine-tuning: the PyTorch fake-quantized graph is the Q/DQ file ONNX Runtime runs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli, textured_bgr
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    import cv2
+
+    d = tmp_path_factory.mktemp("qat_images")
+    for i in range(8):
+        cv2.imwrite(str(d / f"{i}.png"), textured_bgr(72, 88, seed=i))
+    return d
+
+
+@pytest.fixture(scope="module")
+def ptq(images, tmp_path_factory):
+    """(float export, calibrated Q/DQ file) for both targets, made as train.qat makes them, from the shipped
+    compact x2 checkpoint: trained weights (random ones saturate layers, and a rounding tie decided
+    differently by two float summation orders then spreads through the whole image)."""
+    from calibration.data import load_calibration_set
+    from edge_sr.backends import shipped_path
+    from train.qat import prepare_target
+
+    ckpt = shipped_path("compact", 2, "safetensors")
+    if not ckpt.is_file():
+        pytest.skip("no shipped compact x2 checkpoint")
+    samples = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
+    out = {}
+    for target in ("tensorrt", "cpu"):
+        d = tmp_path_factory.mktemp(f"ptq_{target}")
+        out[target] = prepare_target(ckpt, target, d, samples)
+    return out
+
+
+def _y():
+    from edge_sr.color import y_from_bgr_u8
+
+    return (y_from_bgr_u8(textured_bgr(40, 52, seed=9)) / 255.0).astype(np.float32)
+
+
+def _ort(path, x, level="ORT_ENABLE_BASIC"):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    so.log_severity_level = 3
+    s = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x[None, None]})[0]
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_fake_quant_graph_is_the_qdq_file(ptq, target):
+    """ONNX Runtime evaluating the Q/DQ nodes (and quantizing float biases to int32, as it does when it
+    loads the graph) is the reference: the PyTorch graph must give the same output, within one
+    quantization step at a few pixels where float summation order decides a rounding."""
+    from train.qat import FakeQuantGraph, output_step
+
+    fp32, qdq = ptq[target]
+    fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
+    m = fq.module()
+    y = _y()
+    with torch.no_grad():
+        got = m(torch.from_numpy(y)[None, None]).numpy()
+    ref = _ort(qdq, y)
+    step = output_step(fq)
+    assert step is not None and step > 0
+    d = np.abs(got - ref) / step
+    assert d.max() <= 2.01 and (d > 0.5).mean() < 0.01, (d.max(), (d > 0.5).mean())
+    # without fake quantization it is the float model
+    m.quant = False
+    with torch.no_grad():
+        flt = m(torch.from_numpy(y)[None, None]).numpy()
+    np.testing.assert_allclose(flt, _ort(fp32, y), atol=1e-5)
+    assert np.abs(flt - ref).max() > 2 * step  # and quantization visibly changes it
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_unchanged_weights_write_back_the_same_file(ptq, target, tmp_path):
+    """Writing the untrained weights back must reproduce ONNX Runtime's own quantization of them:
+    same int8 weights and per-channel scales (max|w|/127), so the same output."""
+    from onnx import numpy_helper
+
+    from train.qat import FakeQuantGraph
+
+    fp32, qdq = ptq[target]
+    src = onnx.load(str(qdq))
+    fq = FakeQuantGraph(src, onnx.load(str(fp32)))
+    out = fq.to_qdq(fq.module().trained())
+    a = {t.name: numpy_helper.to_array(t) for t in src.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in out.graph.initializer}
+    assert a.keys() == b.keys()
+    weights = [n for n in a if n.endswith("_quantized") and a[n].dtype == np.int8]
+    assert weights
+    for n in weights:
+        assert np.abs(a[n].astype(int) - b[n].astype(int)).max() <= 1, n  # a tie may round the other way
+        assert (a[n] != b[n]).mean() < 0.01, n
+        np.testing.assert_allclose(a[n.replace("_quantized", "_scale")], b[n.replace("_quantized", "_scale")], rtol=1e-6)
+    p = tmp_path / "rt.onnx"
+    onnx.save(out, str(p))
+    y = _y()
+    np.testing.assert_allclose(_ort(p, y), _ort(qdq, y), atol=1e-6)
+
+
+def test_gradients_reach_every_conv(ptq):
+    from train.qat import FakeQuantGraph
+
+    fp32, qdq = ptq["cpu"]
+    fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
+    m = fq.module()
+    m(torch.rand(2, 1, 16, 16)).abs().mean().backward()
+    grads = {k: p.grad for k, p in zip(fq.params, m.p.values())}
+    assert len(grads) >= 2 * 9  # weights and biases of the convs (the last conv has no bias)
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads.values())
+
+
+@pytest.mark.slow
+def test_qat_run_writes_checked_files(tiny_checkpoint, images, tmp_path):
+    """A short run end to end through the CLI: both files written, the written graph checked against the
+    fake-quantized PyTorch graph, the loss going down, the report complete."""
+    out = tmp_path / "qat"
+    r = run_cli("train", "--qat", "--init", str(tiny_checkpoint), "--out", str(out), "--data", str(images),
+                "--val", str(images), "--max-steps", "40", "--batch", "4", "--patch", "16", "--lr", "1e-3",
+                "--threads", "2", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "qat.json").read_text())
+    for target, kind in (("tensorrt", "int8.onnx"), ("cpu", "cpu-int8.onnx")):
+        t = rep["targets"][target]
+        f = out / f"dcscn_compact_x2.{kind}"
+        assert f.is_file() and str(f) == t["file"]
+        assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= 0.05
+        first, last = t["loss_first_last_50"]
+        assert last < first
+        meta = {p.key: p.value for p in onnx.load(str(f)).metadata_props}
+        assert json.loads(meta["edge_sr.qat"])["target"] == target and meta["edge_sr.precision"] == "int8"
+        assert json.loads(meta["edge_sr.int8"])["tensorrt_compatible"] is (target == "tensorrt")
+    assert "ONNX Runtime vs fake-quantized PyTorch" in r.stdout
+
+
+def test_qat_without_init_is_one_line(tmp_path):
+    r = run_cli("train", "--qat", "--out", str(tmp_path / "o"), "--data", str(tmp_path))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "--init" in r.stderr.strip().splitlines()[-1]
