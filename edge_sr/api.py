@@ -26,7 +26,9 @@ from .stills import upscale_folder as _upscale_folder
 def load(model: str | os.PathLike = "compact", scale: int | None = None, **options) -> Upscaler:
     """Open a model: a preset (``compact``, ``normal``) or a file (.onnx: ONNX Runtime, .engine:
     TensorRT, .safetensors: torch). ``scale`` is checked against the model's. ``options`` go to the
-    backend (``threads=N``, ``providers=[...]``). Use it as a context manager or call ``close()``."""
+    backend (``threads=N``, ``providers=[...]``; ONNX Runtime's ``mem_pattern`` is off unless asked:
+    tiles of big stills then take half the memory). Use it as a context manager or call ``close()``."""
+    options.setdefault("mem_pattern", False)
     return open_upscaler(model, scale=scale, **options)
 
 

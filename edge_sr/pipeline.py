@@ -108,13 +108,15 @@ def _axis(length: int, core: int | None, ov: int, lo: int, hi: int | None, fixed
                           "use a larger tile, or build the engine for a larger shape")
     n = math.ceil(length / c)
     bounds = [round(i * length / n) for i in range(n + 1)]
+    # every window gets the same size (edge windows shifted inward, not cut short): one input shape
+    # for the backend, so ONNX Runtime plans and keeps one set of buffers, not one per shape
+    size = max(lo, min(length, max(b - a for a, b in zip(bounds[:-1], bounds[1:])) + 2 * ov))
     out = []
     for c0, c1 in zip(bounds[:-1], bounds[1:]):
-        w0, w1 = max(0, c0 - ov), min(length, c1 + ov)
-        if w1 - w0 < lo:  # widen inside the frame first; pad only what the frame cannot give
-            w1 = min(length, w0 + lo)
-            w0 = max(0, w1 - lo)
-        out.append((c0, c1, w0, w1, max(0, lo - (w1 - w0))))
+        w0 = max(0, c0 - ov)
+        w1 = min(length, w0 + size)  # widen inside the frame; pad only what the frame cannot give
+        w0 = max(0, w1 - size)
+        out.append((c0, c1, w0, w1, max(0, size - (w1 - w0))))
     return out
 
 

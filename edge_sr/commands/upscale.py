@@ -74,7 +74,11 @@ def _max_pixels(args):
 def _open(args):
     from ..backends import open_upscaler
 
-    return open_upscaler(args.model, scale=args.scale, threads=args.threads, precision=args.precision)
+    # mem_pattern off (ONNX Runtime): stills run tile after tile, and the pattern's block would
+    # double the activations' memory (see edge_sr.backends.onnxruntime); videos keep it (one shape)
+    video = Path(args.input).suffix.lower() in (".mp4", ".mkv", ".mov", ".avi", ".webm")
+    return open_upscaler(args.model, scale=args.scale, threads=args.threads, precision=args.precision,
+                         mem_pattern=video)
 
 
 def _tile(args):
