@@ -46,6 +46,7 @@ def test_psnr_ssim_basics():
     c = a.copy()
     c[0, :] += 50
     assert psnr(a, c, crop_border=2) == float("inf")
+    assert psnr(a, c) < 60  # no shave unless asked
 
 
 def test_y_is_bt601_studio_range():
@@ -118,3 +119,107 @@ def test_uint8_passes_go_in_matlabs_order():
         got = imresize(img, output_shape=out)
         np.testing.assert_array_equal(got, ref)
         assert (ref != other).any()  # the order matters on this image: the test can tell them apart
+
+
+# -- metrics and set discovery against references outside edge_sr.quality --------------------------------
+def _ssim_reference(a, b):
+    """Wang et al. 2004 as published: 11x11 Gaussian window (sigma 1.5, normalised), K1 = 0.01, K2 = 0.03,
+    L = 255, population (co)variances, mean over the windows that fit inside the image. numpy only."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    t = np.arange(11) - 5
+    g = np.exp(-(t**2) / (2 * 1.5**2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    wa, wb = sliding_window_view(a, (11, 11)), sliding_window_view(b, (11, 11))
+    mu_a, mu_b = (wa * w).sum((-1, -2)), (wb * w).sum((-1, -2))
+    var_a = (wa**2 * w).sum((-1, -2)) - mu_a**2
+    var_b = (wb**2 * w).sum((-1, -2)) - mu_b**2
+    cov = (wa * wb * w).sum((-1, -2)) - mu_a * mu_b
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(s.mean())
+
+
+def test_ssim_equals_the_published_formula():
+    rng = np.random.default_rng(11)
+    a = rng.uniform(0, 255, (30, 34))
+    for noise in (3.0, 25.0):
+        b = np.clip(a + rng.normal(0, noise, a.shape), 0, 255)
+        assert ssim(a, b) == pytest.approx(_ssim_reference(a, b), abs=1e-6)
+        assert ssim(a, b, crop_border=2) == pytest.approx(_ssim_reference(a[2:-2, 2:-2], b[2:-2, 2:-2]), abs=1e-6)
+    dark = rng.uniform(0, 4, (24, 24))  # low signal: the constants c1, c2 dominate
+    assert ssim(dark, dark * 0.5) == pytest.approx(_ssim_reference(dark, dark * 0.5), abs=1e-6)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        ssim(a, a[:20])
+    with pytest.raises(ValueError, match="shape mismatch"):
+        psnr(a, a[:, :20])
+
+
+def test_score_and_protocol_pair(tmp_path):
+    import cv2
+
+    from edge_sr.errors import EdgeSRError
+    from edge_sr.quality import protocol_pair, score
+
+    rng = np.random.default_rng(12)
+    hr = rng.integers(0, 256, (20, 22, 3), dtype=np.uint8)
+    sr = np.clip(hr.astype(int) + rng.integers(-6, 7, hr.shape), 0, 255).astype(np.uint8)
+    yh, ys = y_from_rgb(hr), y_from_rgb(sr)
+    p, s = score(hr, sr, 2)
+    assert p == pytest.approx(10 * np.log10(255**2 / np.mean((yh[2:-2, 2:-2] - ys[2:-2, 2:-2]) ** 2)), abs=1e-9)
+    assert s == pytest.approx(_ssim_reference(yh[2:-2, 2:-2], ys[2:-2, 2:-2]), abs=1e-6)
+    assert score(hr, sr, 2, with_ssim=False) == (pytest.approx(p), None)
+    with pytest.raises(EdgeSRError, match=r"method returned \(10, 11\), expected HR size \(20, 22\)"):
+        score(hr, sr[:10, :11], 2)
+    # the smallest image the protocol takes is 2 x scale pixels on its short side (after modcrop)
+    for side, ok in ((4, True), (3, False)):
+        f = tmp_path / f"s{side}.png"
+        cv2.imwrite(str(f), rng.integers(0, 256, (side, 9, 3), dtype=np.uint8))
+        if ok:
+            h, lr = protocol_pair(f, 2)
+            assert h.shape == (4, 8, 3) and lr.shape == (2, 4, 3)
+        else:
+            with pytest.raises(EdgeSRError, match="too small for x2"):
+                protocol_pair(f, 2)
+
+
+def test_discover_sets_and_per_image_results(tmp_path):
+    import cv2
+
+    from edge_sr.errors import EdgeSRError
+
+    rng = np.random.default_rng(13)
+
+    def img(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), rng.integers(0, 256, (16, 18, 3), dtype=np.uint8))
+
+    img(tmp_path / "flat" / "b.png")
+    img(tmp_path / "flat" / "a.PNG")
+    (tmp_path / "flat" / "notes.txt").write_text("x")
+    ((tmp_path / "flat" / "sub.png")).mkdir()  # a folder named like an image is not an image
+    sets = discover_sets(tmp_path / "flat")
+    assert [(n, [f.name for f in fs]) for n, fs in sets] == [("flat", ["a.PNG", "b.png"])]
+    img(tmp_path / "tree" / "set5" / "x.png")
+    img(tmp_path / "tree" / "set14" / "y.png")
+    (tmp_path / "tree" / "docs").mkdir()
+    (tmp_path / "tree" / "docs" / "readme.txt").write_text("x")
+    assert [(n, [f.name for f in fs]) for n, fs in discover_sets(tmp_path / "tree")] == [("set14", ["y.png"]),
+                                                                                        ("set5", ["x.png"])]
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(EdgeSRError, match="no images in"):
+        discover_sets(tmp_path / "empty")
+    with pytest.raises(EdgeSRError, match="evaluation folder not found"):
+        discover_sets(tmp_path / "absent")
+    res = evaluate({"bic": lambda lr: bicubic_method(lr, 2)}, discover_sets(tmp_path / "tree"), 2, progress=False)
+    (r14, r5) = res["bic"]
+    assert (r14.name, r5.name) == ("set14", "set5") and set(r5.per_image) == {"x.png"}
+    from edge_sr.quality import protocol_pair, score
+
+    hr, lr = protocol_pair(tmp_path / "tree" / "set5" / "x.png", 2)
+    p, s = score(hr, bicubic_method(lr, 2), 2)
+    assert r5.per_image["x.png"] == {"psnr": pytest.approx(p), "ssim": pytest.approx(s)}
+    assert r5.psnr == pytest.approx(p) and r5.ssim == pytest.approx(s)  # default: with SSIM
+    fast = evaluate({"bic": lambda lr: bicubic_method(lr, 2)}, discover_sets(tmp_path / "tree"), 2, with_ssim=False,
+                    progress=False)["bic"][1]
+    assert fast.ssim is None and fast.per_image["x.png"] == {"psnr": pytest.approx(p), "ssim": None}
