@@ -33,6 +33,13 @@ M = [
 ]
 
 def run() -> int:
+    # the unbroken copy must pass first, or every "KILLED" below would mean nothing
+    tests = sorted({t for *_, t in M})
+    r = subprocess.run([PY, '-m', 'pytest', '-q', '-p', 'no:cacheprovider', *tests], cwd=R, capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONPATH=str(R)))
+    print("baseline (unbroken):", r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:])
+    if r.returncode != 0:
+        return 99
     bad=0
     for f, old, new, tests in M:
         p=R/f; orig=p.read_text()
