@@ -142,3 +142,10 @@ def test_uint16_frames_stay_16_bit():
     assert np.median(lifted[inner].astype(int) - base[inner]) == 1000
     c16 = textured_bgr(8, 8).astype(np.uint16) * 257
     assert merge_residual(c16, np.zeros((16, 16), np.float32), 2).dtype == np.uint16
+
+
+def test_residual_may_come_as_nchw():
+    """Backends may hand back the residual as [1, 1, sH, sW] (ONNX/TensorRT output layout): same frame."""
+    img = textured_bgr(6, 8, seed=9)
+    res = np.random.default_rng(9).normal(0, 0.02, (12, 16)).astype(np.float32)
+    np.testing.assert_array_equal(merge_residual(img, res[None, None], 2), merge_residual(img, res, 2))
