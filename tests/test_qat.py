@@ -149,3 +149,33 @@ def test_qat_without_init_is_one_line(tmp_path):
     r = run_cli("train", "--qat", "--out", str(tmp_path / "o"), "--data", str(tmp_path))
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "--init" in r.stderr.strip().splitlines()[-1]
+
+
+def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
+    """calibrate --target cpu: uint8 activations, only Conv and Concat quantized (the PReLU's Mul/Max of the fast
+    graph stay float), not TensorRT-compatible; --target cpu with --activations int8 is refused in one line."""
+    from deploy.export import export_onnx
+
+    fast = export_onnx(tiny_checkpoint, tmp_path / "fast.onnx", residual=True, fast=True, verify=False).path
+    out = tmp_path / "m.cpu-int8.onnx"
+    r = run_cli("calibrate", "--onnx", str(fast), "--target", "cpu", "--images", str(images), "-o", str(out),
+                "--batch", "4", "--crop", "32x32", "--val", "none", "--bench", "none")
+    assert r.returncode == 0, r.stderr
+    m = onnx.load(str(out))
+    q_inputs = {n.input[0] for n in m.graph.node if n.op_type == "QuantizeLinear"}
+    consumers = {}
+    for n in m.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n.op_type)
+    # the PReLU's a*x (a Mul read only by the Max) stays float: ONNX Runtime would quantize it with all op types
+    ax = {n.output[0] for n in m.graph.node if n.op_type == "Mul" and consumers.get(n.output[0]) == ["Max"]}
+    assert ax and not (ax & q_inputs)
+    assert any(n.op_type == "Conv" and n.input[1].endswith("DequantizeLinear_Output") for n in m.graph.node)
+    zps = [t for t in m.graph.initializer if t.name.endswith("zero_point") and "weight" not in t.name and "W__" not in t.name]
+    assert zps and all(t.data_type == onnx.TensorProto.UINT8 for t in zps)
+    meta = {p.key: p.value for p in m.metadata_props}
+    info = json.loads(meta["edge_sr.int8"])
+    assert info["activations"] == "uint8" and info["op_types"] == ["Conv", "Concat"] and not info["tensorrt_compatible"]
+    r = run_cli("calibrate", "--onnx", str(fast), "--target", "cpu", "--activations", "int8", "--images", str(images),
+                "-o", str(tmp_path / "x.onnx"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr and "--target cpu" in r.stderr
