@@ -240,8 +240,6 @@ def test_init_loads_strictly(tmp_path, tiny_checkpoint, damage):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.xfail(strict=True, reason="train/loop.py _load_init lets torch's RuntimeError through (a traceback): "
-                   "wrap load_state_dict in try/except RuntimeError -> EdgeSRError, then drop this marker")
 def test_init_refusal_is_one_line(tmp_path, tiny_checkpoint):
     """The CLI turns a damaged --init checkpoint into one line on stderr, not a traceback."""
     pytest.importorskip("torch")

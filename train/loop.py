@@ -168,7 +168,11 @@ def _load_init(model: DCSCN, config, path: str) -> None:
     cfg, weights, _ = load_checkpoint(path)
     if cfg != config:
         raise EdgeSRError(f"--init {path}: a {cfg.preset} x{cfg.scale} network, this run trains {config.preset} x{config.scale}")
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    try:
+        model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    except (RuntimeError, KeyError, ValueError) as e:  # missing/extra/misshapen tensors: one line, not torch's page
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise EdgeSRError(f"--init {path}: its weights do not fit a {config.preset} x{config.scale} network: {why}") from e
     log.info("initialised from %s", path)
 
 
