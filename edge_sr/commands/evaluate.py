@@ -16,9 +16,9 @@ def add_parser(sub) -> None:
         "DIR is one folder of images or a folder of sets (set5/, set14/). The model runs through the "
         "product's own colour pipeline; bicubic is MATLAB imresize.",
     )
-    default = os.environ.get("EDGE_SR_DATA")
-    p.add_argument("--data", default=str(Path(default) / "val") if default else None,
-                   help="image folder or folder of sets (default: $EDGE_SR_DATA/val)")
+    p.add_argument("--data", default=None,
+                   help="image folder or folder of sets (default: $EDGE_SR_DATA/val, else shared/data/val beside "
+                   "the repository)")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--model", action="append", default=None,
                    help="preset (compact/normal), .safetensors, .onnx or .engine; repeat to compare (default: compact)")
@@ -35,7 +35,12 @@ def run(args) -> int:
     from ..quality import bicubic_method, discover_sets, evaluate
 
     if not args.data:
-        raise EdgeSRError("give --data DIR (or set EDGE_SR_DATA)")
+        from ..datasets import data_dir, not_found_message
+
+        found = data_dir("val")
+        if found is None:
+            raise EdgeSRError(not_found_message("evaluation sets", "--data"))
+        args.data = str(found)
     if args.scale not in (2, 3, 4):
         raise EdgeSRError(f"unsupported scale {args.scale}: use 2, 3 or 4")
     sets = discover_sets(args.data)
