@@ -175,7 +175,8 @@ def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
     ax = {n.output[0] for n in m.graph.node if n.op_type == "Mul" and consumers.get(n.output[0]) == ["Max"]}
     assert ax and not (ax & q_inputs)
     assert any(n.op_type == "Conv" and n.input[1].endswith("DequantizeLinear_Output") for n in m.graph.node)
-    zps = [t for t in m.graph.initializer if t.name.endswith("zero_point") and "weight" not in t.name and "W__" not in t.name]
+    act_zp = {n.input[2] for n in m.graph.node if n.op_type == "QuantizeLinear"}  # activations (weights are stored int8)
+    zps = [t for t in m.graph.initializer if t.name in act_zp]
     assert zps and all(t.data_type == onnx.TensorProto.UINT8 for t in zps)
     meta = {p.key: p.value for p in m.metadata_props}
     info = json.loads(meta["edge_sr.int8"])
