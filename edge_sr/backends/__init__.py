@@ -79,7 +79,7 @@ def shipped_path(preset: str, scale: int, kind: str) -> Path:
 
 
 def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", precision: str | None = None,
-                  **select) -> Path:
+                  announce: bool = True, choice: list | None = None, **select) -> Path:
     """A preset name (compact/normal/large) or a path -> a model file.
 
     For a preset, ``prefer`` picks the shipped file: 'onnx' (FP32 ONNX, the runtime default),
@@ -95,9 +95,13 @@ def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", pr
         s = scale or 2
         path, why = choose_precision(model, s, precision, **select)
         if path.is_file():
-            import logging
+            note = f"{model} x{s}: {path.name} ({why})"
+            if choice is not None:
+                choice.append(note)
+            if announce:
+                import logging
 
-            logging.getLogger(__name__).info("%s x%d: %s (%s)", model, s, path.name, why)
+                logging.getLogger(__name__).info("%s", note)
             return path
         # nothing shipped for this choice: the usual lookup explains what exists
         if precision == "int8":
@@ -128,7 +132,7 @@ def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", pr
 
 
 def open_upscaler(model: str | os.PathLike, scale: int | None = None, prefer: str = "onnx",
-                  precision: str | None = None, **options) -> Upscaler:
+                  precision: str | None = None, announce: bool = True, **options) -> Upscaler:
     """Open a model by preset name or path; the backend follows the file type.
 
     ``scale`` is checked against the model's own scale (the model decides; a mismatch is an error).
@@ -141,7 +145,8 @@ def open_upscaler(model: str | os.PathLike, scale: int | None = None, prefer: st
         if options.get("frame_shape"):
             h, w = options["frame_shape"]
             select["lr_size"] = (w, h)
-    path = resolve_model(str(model), scale, prefer, precision, **select)
+    choice: list = []
+    path = resolve_model(str(model), scale, prefer, precision, announce=announce, choice=choice, **select)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from .torch_backend import TorchUpscaler
@@ -160,4 +165,5 @@ def open_upscaler(model: str | os.PathLike, scale: int | None = None, prefer: st
     if scale is not None and up.scale != scale:
         up.close()
         raise EdgeSRError(f"model {path.name} is for x{up.scale}, not x{scale}: pick a model trained for x{scale}")
+    up.precision_choice = choice[0] if choice else None  # why this file, when a precision was chosen
     return up

@@ -533,7 +533,9 @@ def _run(args, stopper: _Stopper) -> tuple[int, bool]:
                                     fallback=True)
             log.info("--target-fps %g: %s", args.target_fps, why)
         checkpoint()
-        upscaler = open_upscaler(model, scale=args.scale, precision=getattr(args, "precision", None), **options)
+        # the precision choice is said once the source is open: a bad source stays a one-line error
+        upscaler = open_upscaler(model, scale=args.scale, precision=getattr(args, "precision", None), announce=False,
+                                 **options)
         checkpoint()
         source.open(wait_s=camera_wait_s(args), stop=stopper.event)
         checkpoint()
@@ -564,6 +566,8 @@ def _run(args, stopper: _Stopper) -> tuple[int, bool]:
     stopper.stream = stream
     if stopper.event.is_set():  # a signal between the last check and now
         stream.stop(stopper.reason)
+    if getattr(upscaler, "precision_choice", None):
+        log.info("%s", upscaler.precision_choice)
     log.info("%s", json.dumps({"event": "start", **source.describe(), "model": upscaler.describe(),
                                "outputs": [s.name for s in sinks], **telemetry.meter.describe()}))
     if default_note:
