@@ -390,7 +390,7 @@ def optimize_file(src: str | os.PathLike, dst: str | os.PathLike, passes=DEFAULT
 def verify_equivalent(reference: str | os.PathLike, rewritten: str | os.PathLike, data_root=None) -> tuple[float, str]:
     """Max |rewritten - reference| of two ONNX files on a real image's luma (Set5 when present)."""
     ort = require("onnxruntime", "verifying the rewritten graph")
-    from deploy.export import verification_input
+    from edge_sr.deploy.export import verification_input
 
     y, source = verification_input(data_root)
     outs = []

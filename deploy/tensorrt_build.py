@@ -318,7 +318,7 @@ def _build(trt, cuda, gpu_name, cc, onnx_path: Path, out: Path, precision, shape
                 raise EdgeSRError(f"{onnx_path.name} has no Q/DQ nodes: give --calib-images DIR or --calib-cache FILE "
                                   "for implicit INT8, or build from an edge-sr calibrate model")
             else:
-                from calibration.tensorrt_calibrator import make_entropy_calibrator
+                from edge_sr.calibration.tensorrt_calibrator import make_entropy_calibrator
 
                 cache = Path(calib_cache) if calib_cache else out.with_name(out.name + ".calib.cache")
                 with cuda.active():

@@ -19,7 +19,7 @@ PEERS = Path(os.environ.get("EDGE_SR_PEERS", Path(__file__).resolve().parent.par
 def onnx_model(tiny_checkpoint, tmp_path_factory):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("bench") / "tiny_compact_x2.onnx", residual=True).path
 

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def fp32(tiny_checkpoint, tmp_path_factory):
     pytest.importorskip("torch")
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     return export_onnx(tiny_checkpoint, tmp_path_factory.mktemp("cal") / "m.onnx", residual=True, verify=False).path
 
@@ -31,7 +31,7 @@ def images(tmp_path_factory):
 
 
 def test_calibration_set_is_runtime_luma(images):
-    from calibration.data import load_calibration_set
+    from edge_sr.calibration.data import load_calibration_set
     from edge_sr.color import y_from_bgr_u8
 
     s = load_calibration_set(images, crop=(32, 48), crops_per_image=3)
@@ -42,8 +42,8 @@ def test_calibration_set_is_runtime_luma(images):
 
 
 def test_symmetric_int8_qdq(fp32, images, tmp_path):
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
     from onnx import numpy_helper
 
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
@@ -73,8 +73,8 @@ def shipped_fp32():
 def test_int8_output_close_to_fp32(shipped_fp32, images, tmp_path):
     """Trained weights (random ones have no realistic ranges). Not a max-error bound: ONNX Runtime's INT8
     kernels differ by CPU (AVX-512 VNNI / AVX2 / NEON), and on AVX2 single pixels move by up to 0.06."""
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
     from edge_sr.backends.onnxruntime import OnnxUpscaler
 
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
@@ -95,8 +95,8 @@ def test_int8_output_close_to_fp32(shipped_fp32, images, tmp_path):
 
 
 def test_keep_float_unknown_name(fp32, images, tmp_path):
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
     from edge_sr.errors import EdgeSRError
 
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=1)
@@ -150,9 +150,9 @@ def test_cli_calibrate_bad_input(fp32, images, tmp_path):
 def test_set5_int8_within_bar(shipped_fp32, set5, tmp_path):
     """The shipped bar on Set5: the trained compact model calibrated the default way (percentile, first conv
     float) on Set5 crops loses less than 0.15 dB by the protocol (measured: -0.11 dB on an AVX2 CPU)."""
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
-    from calibration.report import protocol_psnr
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
+    from edge_sr.calibration.report import protocol_psnr
 
     s = load_calibration_set(set5, crop=(64, 64), crops_per_image=4)
     q = quantize_int8(shipped_fp32, tmp_path / "q.onnx", s, method="percentile", keep_float=["first_conv"]).path
@@ -212,8 +212,8 @@ def _check_claims_match_graph(path):
 
 @pytest.mark.parametrize("keep", [["first_conv"], ["first_conv", "last_conv"], []])
 def test_keep_float_and_per_channel_are_in_the_graph(fp32, images, tmp_path, keep):
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
 
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=1)
     res = quantize_int8(fp32, tmp_path / "q.onnx", s, method="minmax", keep_float=keep)
@@ -226,8 +226,8 @@ def test_keep_float_and_per_channel_are_in_the_graph(fp32, images, tmp_path, kee
 
 
 def test_per_tensor_is_said_and_done(fp32, images, tmp_path):
-    from calibration.data import load_calibration_set
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
 
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=1)
     res = quantize_int8(fp32, tmp_path / "q.onnx", s, method="minmax", per_channel=False)

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def exported(tiny_checkpoint, tmp_path_factory):
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     d = tmp_path_factory.mktemp("export")
     return {kind: export_onnx(tiny_checkpoint, d / f"m_{kind}.onnx", residual=kind == "residual")
@@ -82,7 +82,7 @@ def test_fast_export_keeps_the_math(tiny_checkpoint, tmp_path):
     import numpy as np
     import onnx
 
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
     from edge_sr.backends import open_upscaler
 
     plain = export_onnx(tiny_checkpoint, tmp_path / "plain.onnx", residual=True, verify=False).path

@@ -16,7 +16,7 @@ from edge_sr.errors import EdgeSRError  # noqa: E402
 def exports(tmp_path_factory):
     """Residual and full exports of a compact model whose PReLU slopes cover every case: all <= 1
     (incl. negative), all >= 1, and mixed."""
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
     from edge_sr.checkpoint import save_checkpoint
     from edge_sr.config import preset
     from edge_sr.model import DCSCN
@@ -57,7 +57,7 @@ def _luma(h, w, seed=0):
 
 @pytest.mark.parametrize("kind", ["residual", "y"])
 def test_default_passes_are_exact(exports, tmp_path, kind):
-    from deploy.fast_graph import optimize
+    from edge_sr.deploy.fast_graph import optimize
 
     mp = onnx.load(str(exports[kind]))
     fast, rep = optimize(mp)
@@ -75,7 +75,7 @@ def test_default_passes_are_exact(exports, tmp_path, kind):
 @pytest.mark.parametrize("passes", [("split_concat_convs",), ("pad_channels",),
                                     ("pad_channels", "merge_sibling_convs", "split_concat_convs", "rewrite_prelu")])
 def test_optional_passes_keep_the_math(exports, tmp_path, passes):
-    from deploy.fast_graph import optimize
+    from edge_sr.deploy.fast_graph import optimize
 
     fast, rep = optimize(onnx.load(str(exports["residual"])), passes)
     assert all(rep.changes[p] >= 1 for p in passes)
@@ -92,7 +92,7 @@ def test_optional_passes_keep_the_math(exports, tmp_path, passes):
 
 
 def test_file_rewrite_keeps_metadata_and_opens_in_the_backend(exports, tmp_path):
-    from deploy.fast_graph import optimize_file, verify_equivalent
+    from edge_sr.deploy.fast_graph import optimize_file, verify_equivalent
     from edge_sr.backends import open_upscaler
 
     dst = tmp_path / "m.fast.onnx"
@@ -111,7 +111,7 @@ def test_file_rewrite_keeps_metadata_and_opens_in_the_backend(exports, tmp_path)
 
 
 def test_errors(exports, tmp_path):
-    from deploy.fast_graph import main, optimize, optimize_file
+    from edge_sr.deploy.fast_graph import main, optimize, optimize_file
 
     with pytest.raises(EdgeSRError, match="unknown fast_graph pass"):
         optimize(onnx.load(str(exports["residual"])), ("fuse_everything",))

@@ -13,7 +13,7 @@ onnx = pytest.importorskip("onnx")
 @pytest.fixture(scope="module")
 def models(tiny_checkpoint, tmp_path_factory):
     pytest.importorskip("torch")
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     d = tmp_path_factory.mktemp("ortb")
     return {k: export_onnx(tiny_checkpoint, d / f"m_{k}.onnx", residual=k == "residual", verify=False).path

@@ -140,7 +140,7 @@ def test_training_lowers_the_loss_and_raises_psnr(tmp_path):
     both measured outside the training loop, against the untrained start (one step at learning rate 0)."""
     pytest.importorskip("torch")
     from edge_sr.imageio import write_image
-    from train.loop import TrainArgs, train
+    from edge_sr.train.loop import TrainArgs, train
 
     hr = tmp_path / "hr"
     hr.mkdir()
@@ -200,7 +200,7 @@ def test_a_foreign_safetensors_file_is_refused(tmp_path, tiny_checkpoint):
 
 
 def _init_run(hr, out, init):
-    from train.loop import TrainArgs
+    from edge_sr.train.loop import TrainArgs
 
     return TrainArgs(data=[str(hr)], out=str(out), val=None, epochs=1, steps_per_epoch=1, batch=2, patch=16,
                      threads=1, init=str(init), lr=0.0, lr_min=0.0)
@@ -214,7 +214,7 @@ def test_init_loads_strictly(tmp_path, tiny_checkpoint, damage):
 
     from edge_sr.checkpoint import load_checkpoint, save_checkpoint
     from edge_sr.imageio import write_image
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     hr = tmp_path / "hr"
     hr.mkdir()

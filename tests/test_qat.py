@@ -28,9 +28,9 @@ def ptq(images, tmp_path_factory):
     """(float export, calibrated Q/DQ file) for both targets, made as train.qat makes them, from the shipped
     compact x2 checkpoint: trained weights (random ones saturate layers, and a rounding tie decided
     differently by two float summation orders then spreads through the whole image)."""
-    from calibration.data import load_calibration_set
+    from edge_sr.calibration.data import load_calibration_set
     from edge_sr.backends import shipped_path
-    from train.qat import prepare_target
+    from edge_sr.train.qat import prepare_target
 
     ckpt = shipped_path("compact", 2, "safetensors")
     if not ckpt.is_file():
@@ -62,7 +62,7 @@ def test_fake_quant_graph_is_the_qdq_file(ptq, target):
     """ONNX Runtime evaluating the Q/DQ nodes (and quantizing float biases to int32, as it does when it
     loads the graph) is the reference: the PyTorch graph must give the same output, within one
     quantization step at a few pixels where float summation order decides a rounding."""
-    from train.qat import FakeQuantGraph, output_step
+    from edge_sr.train.qat import FakeQuantGraph, output_step
 
     fp32, qdq = ptq[target]
     fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
@@ -89,7 +89,7 @@ def test_unchanged_weights_write_back_the_same_file(ptq, target, tmp_path):
     same int8 weights and per-channel scales (max|w|/127), so the same output."""
     from onnx import numpy_helper
 
-    from train.qat import FakeQuantGraph
+    from edge_sr.train.qat import FakeQuantGraph
 
     fp32, qdq = ptq[target]
     src = onnx.load(str(qdq))
@@ -111,7 +111,7 @@ def test_unchanged_weights_write_back_the_same_file(ptq, target, tmp_path):
 
 
 def test_gradients_reach_every_conv(ptq):
-    from train.qat import FakeQuantGraph
+    from edge_sr.train.qat import FakeQuantGraph
 
     fp32, qdq = ptq["cpu"]
     fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
@@ -158,7 +158,7 @@ def test_qat_without_init_is_one_line(tmp_path):
 def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
     """calibrate --target cpu: uint8 activations, only Conv and Concat quantized (the PReLU's Mul/Max of the fast
     graph stay float), not TensorRT-compatible; --target cpu with --activations int8 is refused in one line."""
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     fast = export_onnx(tiny_checkpoint, tmp_path / "fast.onnx", residual=True, fast=True, verify=False).path
     out = tmp_path / "m.cpu-int8.onnx"

@@ -85,7 +85,7 @@ def test_nothing_fast_enough_says_so(models, cache_dir):
 def test_measures_when_not_cached_or_stale(tiny_checkpoint, tmp_path, cache_dir):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
     from edge_sr.selection import cache_path, load_cache, pick_model
 
     m = export_onnx(tiny_checkpoint, tmp_path / "tiny_compact_x2.onnx", residual=True).path

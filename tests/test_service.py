@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from conftest import run_cli
 
-from deploy import service
+from edge_sr.deploy import service
 from edge_sr.errors import EdgeSRError
 
 

@@ -16,7 +16,7 @@ from edge_sr.errors import DeviceError, EdgeSRError
 
 @pytest.fixture(scope="module")
 def onnx_models(tiny_checkpoint, tmp_path_factory):
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     d = tmp_path_factory.mktemp("trt_onnx")
     res = export_onnx(tiny_checkpoint, d / "m_res.onnx", residual=True, verify=False)
@@ -26,7 +26,7 @@ def onnx_models(tiny_checkpoint, tmp_path_factory):
 
 @pytest.fixture
 def qdq_model(onnx_models, tmp_path, textured):
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.quantize import quantize_int8
 
     samples = np.stack([textured[:32, :32], textured[32:64, 32:64]])[:, None]
     return quantize_int8(onnx_models[0], tmp_path / "m.int8.onnx", samples).path
@@ -44,7 +44,7 @@ def textured():
 @pytest.fixture
 def fake(monkeypatch):
     """Install a fake tensorrt of a given version and a fake CUDA; returns (trt, cuda)."""
-    import deploy.tensorrt_build as tb
+    import edge_sr.deploy.tensorrt_build as tb
     import edge_sr.backends.tensorrt as bt
 
     def install(version="10.3.0", **kw):
@@ -59,7 +59,7 @@ def fake(monkeypatch):
 
 
 def _build(onnx, out, **kw):
-    from deploy.tensorrt_build import build_engine
+    from edge_sr.deploy.tensorrt_build import build_engine
 
     kw.setdefault("shape", (48, 64))
     return build_engine(onnx, out, **kw)
@@ -71,14 +71,14 @@ def _build(onnx, out, **kw):
     ("11.0.0", dict(fp16_flag=False, calibrator=False, memory_pool=True, strongly_typed=True)),
 ])
 def test_features_per_generation(version, expect):
-    from deploy.tensorrt_build import features
+    from edge_sr.deploy.tensorrt_build import features
 
     f = features(make_fake_trt(version))
     assert {k: f[k] for k in expect} == expect
 
 
 def test_profile_shapes_checked():
-    from deploy.tensorrt_build import parse_hw, profile_shapes
+    from edge_sr.deploy.tensorrt_build import parse_hw, profile_shapes
 
     assert profile_shapes((48, 64)) == ((48, 64), (48, 64), (48, 64))
     assert profile_shapes((48, 64), (16, 16), (96, 128)) == ((16, 16), (48, 64), (96, 128))
@@ -189,7 +189,7 @@ def test_parser_errors_are_all_listed(fake, onnx_models, tmp_path):
 
 
 def test_metadata_reader_without_onnx_package(onnx_models):
-    from deploy.tensorrt_build import _metadata_props_from_bytes
+    from edge_sr.deploy.tensorrt_build import _metadata_props_from_bytes
 
     import onnx
 
@@ -259,7 +259,7 @@ def test_real_engine_matches_onnxruntime(onnx_models, qdq_model, tmp_path, preci
     from conftest import require_tensorrt
 
     require_tensorrt()
-    from deploy.tensorrt_build import build_engine
+    from edge_sr.deploy.tensorrt_build import build_engine
 
     from edge_sr.backends import open_upscaler
     from edge_sr.color import y_from_bgr_u8
@@ -372,7 +372,7 @@ def test_calibration_images_too_small_is_one_clear_error(fake, onnx_models, tmp_
 
 
 def test_calibration_cache_read_twice_is_served_from_memory(tmp_path):
-    from calibration.tensorrt_calibrator import make_entropy_calibrator
+    from edge_sr.calibration.tensorrt_calibrator import make_entropy_calibrator
 
     trt = make_fake_trt("10.3.0")
     cache = tmp_path / "c.cache"
@@ -392,7 +392,7 @@ def test_explicit_batch_only_below_tensorrt_10(fake, onnx_models, tmp_path):
 
 
 def test_asymmetric_uint8_qdq_is_refused_with_what_to_do(fake, onnx_models, tmp_path, textured):
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.quantize import quantize_int8
 
     samples = np.stack([textured[:32, :32], textured[32:64, 32:64]])[:, None]
     u8 = quantize_int8(onnx_models[0], tmp_path / "m.u8.onnx", samples, activations="uint8").path

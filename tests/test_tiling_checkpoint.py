@@ -180,9 +180,9 @@ def test_static_engine_streams_a_camera_of_another_size(monkeypatch, tmp_path):
     pytest.importorskip("onnx")
     import sys
 
-    import deploy.tensorrt_build as tb
+    import edge_sr.deploy.tensorrt_build as tb
     import edge_sr.backends.tensorrt as bt
-    from deploy.tensorrt_build import build_engine
+    from edge_sr.deploy.tensorrt_build import build_engine
     from edge_sr.backends import shipped_path
     from edge_sr.stream import upscale_timed
     from fake_tensorrt import FakeCuda, make_fake_trt

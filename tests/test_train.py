@@ -24,7 +24,7 @@ def hr_folder(tmp_path_factory):
 
 
 def _args(hr, out, **kw):
-    from train.loop import TrainArgs
+    from edge_sr.train.loop import TrainArgs
 
     base = dict(data=[str(hr)], out=str(out), val=str(hr), epochs=2, steps_per_epoch=4, batch=4, patch=16,
                 warmup_steps=2, threads=1)
@@ -33,7 +33,7 @@ def _args(hr, out, **kw):
 
 
 def test_training_learns_and_logs(hr_folder, tmp_path):
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     res = train(_args(hr_folder, tmp_path / "run", epochs=3), progress=False)
     assert res["step"] == 12 and res["epoch"] == 3
@@ -45,7 +45,7 @@ def test_training_learns_and_logs(hr_folder, tmp_path):
 
 
 def test_resume_is_exact(hr_folder, tmp_path):
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     train(_args(hr_folder, tmp_path / "straight"), progress=False)
     train(_args(hr_folder, tmp_path / "split"), progress=False, max_steps=3)  # stops mid-epoch
@@ -82,7 +82,7 @@ def test_torchrun_two_cpu_processes(hr_folder, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
     r = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "train", "--data", str(hr_folder), "--val", str(hr_folder),
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "edge_sr.train", "--data", str(hr_folder), "--val", str(hr_folder),
          "--out", str(out), "--epochs", "1", "--steps-per-epoch", "3", "--batch", "2", "--patch", "16", "--no-progress",
          "--threads", "1"],
         capture_output=True, text=True, timeout=240, env=env, cwd=str(REPO),
@@ -102,7 +102,7 @@ def test_cuda_training_resumes_a_cpu_run(hr_folder, tmp_path):
     """A run started on the CPU continues on CUDA (and the weights stay usable on the CPU)."""
     if not torch.cuda.is_available():
         pytest.skip("torch sees no CUDA device")
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     from edge_sr.model import DCSCN
 
@@ -123,7 +123,7 @@ def test_cuda_training_resumes_a_cpu_run(hr_folder, tmp_path):
 
 
 def test_init_fine_tunes_from_a_checkpoint(hr_folder, tmp_path):
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     train(_args(hr_folder, tmp_path / "base", epochs=1), progress=False)
     base = tmp_path / "base" / "last.safetensors"

@@ -1,4 +1,4 @@
-"""`python -m train ...` (also what torchrun launches): same options as `edge-sr train`."""
+"""`python -m edge_sr.train ...` (also what torchrun launches): same options as `edge-sr train`."""
 
 import sys
 

@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning (QAT) of the INT8 Q/DQ files edge-sr ships.
 
-    python -m train.qat --init CKPT --out DIR [--target cpu|tensorrt|all] [--steps N]
+    python -m edge_sr.train.qat --init CKPT --out DIR [--target cpu|tensorrt|all] [--steps N]
     edge-sr train --qat [cpu|tensorrt|all] --init CKPT --out DIR [--max-steps N]
 
 What it does, per target (``TARGETS``):
@@ -435,8 +435,8 @@ def output_step(fq: FakeQuantGraph) -> float | None:
 
 def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray) -> tuple[Path, Path]:
     """Export ``ckpt`` for ``target`` and calibrate it (PTQ). Returns (float ONNX, Q/DQ ONNX)."""
-    from calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
-    from deploy.export import export_onnx
+    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
+    from edge_sr.deploy.export import export_onnx
 
     if target == "tensorrt":
         fp32 = workdir / "plain.onnx"
@@ -460,8 +460,8 @@ def run_qat(a: QATArgs) -> dict:
     torch = _torch()
     import onnx
 
-    from calibration.data import load_calibration_set
-    from deploy.export import verification_input
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.deploy.export import verification_input
     from edge_sr.checkpoint import file_sha256, load_checkpoint
     from edge_sr.imageio import atomic_path, list_images
 
@@ -618,7 +618,7 @@ def run_from_train_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m train.qat", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m edge_sr.train.qat", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     data = os.environ.get("EDGE_SR_DATA")
     ap.add_argument("--init", required=True, help="trained checkpoint (.safetensors)")

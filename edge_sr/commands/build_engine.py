@@ -28,7 +28,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from deploy.tensorrt_build import build_engine, parse_hw
+    from edge_sr.deploy.tensorrt_build import build_engine, parse_hw
 
     res = build_engine(
         args.onnx, args.output, precision=args.precision, shape=parse_hw(args.shape),

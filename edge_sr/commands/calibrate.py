@@ -52,8 +52,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from calibration.data import load_calibration_set
-    from calibration.report import compare_latency, parse_shape, protocol_psnr
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.report import compare_latency, parse_shape, protocol_psnr
 
     from ..errors import EdgeSRError
 
@@ -72,9 +72,9 @@ def run(args) -> int:
         raise EdgeSRError("give --images DIR and -o OUT.int8.onnx (or --bench-only INT8.onnx)")
     if args.batch < 1 or args.crops_per_image < 1:
         raise EdgeSRError("--batch and --crops-per-image must be at least 1")
-    from calibration.quantize import quantize_int8
+    from edge_sr.calibration.quantize import quantize_int8
 
-    from calibration.quantize import CPU_INT8
+    from edge_sr.calibration.quantize import CPU_INT8
 
     ch, cw = parse_shape(args.crop)
     keep = [] if args.keep_float.lower() == "none" else [k.strip() for k in args.keep_float.split(",") if k.strip()]

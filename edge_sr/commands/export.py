@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from deploy.export import export_onnx
+    from edge_sr.deploy.export import export_onnx
 
     from ..errors import EdgeSRError
 

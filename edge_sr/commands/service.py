@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import sys
 
-    from deploy import service
+    from edge_sr.deploy import service
 
     if args.action == "install":
         stream_args = list(args.stream_args or [])

@@ -1,4 +1,4 @@
-"""edge-sr train: train DCSCN on a folder of HR images (also `torchrun ... -m train`).
+"""edge-sr train: train DCSCN on a folder of HR images (also `torchrun ... -m edge_sr.train`).
 
 Every option's default is shown in --help. Options are parsed with no argparse default so that
 ``--resume`` can tell what the user asked for from what they left out: a resumed run keeps its
@@ -18,44 +18,27 @@ DEFAULTS = {
 }
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
-    return v
+def _number(kind: type, low: float, above: bool):
+    """An argparse type: ``kind`` (int or float), finite, > low (``above``) or >= low, one clear message."""
+    what = "a whole number" if kind is int else "a number"
+    bound = f"more than {low:g}" if above else f"{low:g} or more"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v != v or v in (float("inf"), float("-inf")) or (v <= low if above else v < low):
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return v
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
-    return v
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return v
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return v
+_positive_int = _number(int, 0, above=True)
+_non_negative_int = _number(int, 0, above=False)
+_positive_float = _number(float, 0, above=True)
+_non_negative_float = _number(float, 0, above=False)
 
 
 def add_parser(sub) -> None:
@@ -69,7 +52,7 @@ def add_parser(sub) -> None:
         "state.pt for --resume) and log.jsonl go to --out. Ctrl-C or SIGTERM saves state.pt at the current "
         "step; --resume continues there with the run's own saved options (give an option again to change "
         "it: --epochs to lengthen or shorten, --data, --val, --threads, --device). Several processes: "
-        "torchrun --nproc_per_node N -m train ...",
+        "torchrun --nproc_per_node N -m edge_sr.train ...",
     )
     S = argparse.SUPPRESS
     d = DEFAULTS
@@ -141,7 +124,7 @@ def _given(args) -> dict:
 def resolve_args(args):
     """TrainArgs for this call: a new run takes DEFAULTS under what was given; a resumed run takes
     its saved arguments under what was given (changes that would break exactness are refused)."""
-    from train.loop import RESUMABLE_CHANGES, TrainArgs, saved_args
+    from edge_sr.train.loop import RESUMABLE_CHANGES, TrainArgs, saved_args
 
     from ..datasets import data_dir, not_found_message
     from ..errors import EdgeSRError
@@ -189,10 +172,10 @@ def run(args) -> int:
 
     require("torch", "training")
     if "qat" in vars(args):
-        from train.qat import run_from_train_args
+        from edge_sr.train.qat import run_from_train_args
 
         return run_from_train_args(args)
-    from train.loop import train
+    from edge_sr.train.loop import train
 
     targs, changed = resolve_args(args)
     log = logging.getLogger("edge_sr.train")
