@@ -60,14 +60,14 @@ def test_ina3221_sysfs_and_tegrastats_agree():
 
 
 def test_readme_recipe_static_engine_and_a_720p_source(tmp_path):
-    """README's recipe: an FP16 engine built with --shape 480x640, then a 1280x720 source (the CSI default)
+    """README's recipe: an FP16 engine built with --size 640x480, then a 1280x720 source (the CSI default)
     streams through it, and its pixels equal ONNX Runtime's on the same frame."""
     require_tensorrt()
     from edge_sr.backends import open_upscaler
     from edge_sr.scene import render_scene
 
     engine = tmp_path / "compact_fp16.engine"
-    r = run_cli("build-engine", "--onnx", str(ONNX), "--precision", "fp16", "--shape", "480x640", "-o", str(engine),
+    r = run_cli("build-engine", "--onnx", str(ONNX), "--precision", "fp16", "--size", "640x480", "-o", str(engine),
                 timeout=1800)
     assert r.returncode == 0 and engine.is_file(), r.stderr[-2000:]
     r = run_cli("stream", "--source", "demo", "--width", "1280", "--height", "720", "--model", str(engine),

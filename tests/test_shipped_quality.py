@@ -93,7 +93,8 @@ def test_shipped_file_scores_its_report(path, data_root):
     sets = [(n, f) for n, f in discover_sets(data_root / "val") if n in ("set5", "set14")]
     assert {n for n, _ in sets} == {"set5", "set14"}, "val/ must hold set5/ and set14/"
     with open_upscaler(path) as up:
-        res = evaluate({"m": lambda lr: up.upscale(lr[..., ::-1])[..., ::-1]}, sets, 2, with_ssim=False, progress=False)
+        res = evaluate({"m": lambda lr: up.upscale(lr[..., ::-1])[..., ::-1]}, sets, up.scale, with_ssim=False,
+                       progress=False)
     got = {r.name: r.psnr for r in res["m"]}
     for _, rp, label, tol in cases:
         want = json.loads(rp.read_text())["results"][label]

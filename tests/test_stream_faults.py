@@ -327,10 +327,10 @@ def test_folder_followed_while_streaming(tmp_path):
 
 @pytest.mark.slow
 def test_unreachable_target_fps_falls_back_to_the_fastest(tmp_path):
-    r = run_stream("--source", "demo", "--width", "32", "--height", "24", "--target-fps", "900", "--frames", "2",
+    r = run_stream("--source", "demo", "--target-fps", "1000", "--width", "160", "--height", "120", "--frames", "2",
                    "--no-output", env={"EDGE_SR_CACHE": str(tmp_path)}, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "no model sustains 900 FPS" in r.stderr and "using the fastest" in r.stderr
+    assert "no model sustains 1000 FPS" in r.stderr and "using the fastest" in r.stderr
     assert "2 frames" in r.stdout
 
 

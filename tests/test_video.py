@@ -380,7 +380,8 @@ def test_cli_stream_of_a_slow_model_plays_in_real_time(tmp_path):
     times = frame_times(out)
     assert len(times) == summary["frames"]
     span = times[-1] - times[0]
-    assert 2.5 < span < 5.5 and span > 3 * (len(times) - 1) / 30, times  # wall time, not frames / 30
+    # wall time, not frames / 30: stamped at the nominal rate the span would be exactly (n - 1) / 30
+    assert 2.5 < span < 5.5 and span > 1.4 * (len(times) - 1) / 30, times
 
 
 @needs_ffprobe
