@@ -32,16 +32,21 @@ def list_images(folder: str | os.PathLike, what: str = "image folder") -> list[P
     return files
 
 
-def read_bgr(path: str | os.PathLike) -> np.ndarray:
-    """uint8 BGR (HxWx3) or gray (HxW) image; alpha dropped, 16-bit scaled to 8-bit."""
-    cv2 = _cv2()
-    p = Path(path)
+def check_image_file(p: Path) -> None:
+    """One line for a missing, folder or unreadable image path (before any decoder sees it)."""
     if not p.exists():
         raise EdgeSRError(f"image not found: {p}")
     if p.is_dir():
         raise EdgeSRError(f"expected an image file, got a folder: {p}")
     if not os.access(p, os.R_OK):
         raise EdgeSRError(f"image not readable (permissions): {p}")
+
+
+def read_bgr(path: str | os.PathLike) -> np.ndarray:
+    """uint8 BGR (HxWx3) or gray (HxW) image; alpha dropped, 16-bit scaled to 8-bit."""
+    cv2 = _cv2()
+    p = Path(path)
+    check_image_file(p)
     data = np.fromfile(str(p), dtype=np.uint8)
     img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is None:

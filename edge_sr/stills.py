@@ -95,12 +95,9 @@ def orient_array(a: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _check_file(p: Path) -> None:
-    if not p.exists():
-        raise EdgeSRError(f"image not found: {p}")
-    if p.is_dir():
-        raise EdgeSRError(f"expected an image file, got a folder: {p}")
-    if not os.access(p, os.R_OK):
-        raise EdgeSRError(f"image not readable (permissions): {p}")
+    from .imageio import check_image_file
+
+    check_image_file(p)
 
 
 def _bit_depth(im, p: Path) -> int:
