@@ -613,44 +613,12 @@ def _write_error(path: Path, exc: BaseException) -> WriteError:
 
 
 @contextlib.contextmanager
-def deferred_signals(note: str = "finishing the video file first") -> Iterator[list[int]]:
-    """While the block runs, SIGINT/SIGTERM are recorded and logged instead of raising (only in the
-    main thread; elsewhere Python delivers no signals anyway). Yields the list of signals received."""
-    got: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield got
-        return
-
-    def hold(signum, _frame):
-        got.append(signum)
-        log.warning("%s received: %s", signal.Signals(signum).name, note)
-
-    previous = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) is None:  # installed outside Python: cannot be put back, leave it
-            continue
-        with contextlib.suppress(ValueError, OSError):
-            previous[sig] = signal.signal(sig, hold)
-    try:
-        yield got
-    finally:
-        for sig, handler in previous.items():
-            with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``stop`` (the loop then finalises) instead of raising mid-write."""
+def _signal_handler(handler) -> Iterator[None]:
+    """SIGINT and SIGTERM go to ``handler`` for the block, then the previous handlers come back (main
+    thread only: elsewhere Python delivers no signals and signal.signal refuses)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def handler(signum, _frame):
-        if not stop.is_set():
-            log.warning("%s: stopping after this frame; finishing the file", signal.Signals(signum).name)
-        stop.set()
-
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) is None:  # installed outside Python: cannot be put back, leave it
@@ -660,9 +628,36 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, h in previous.items():
+        for sig, old in previous.items():
             with contextlib.suppress(ValueError, OSError):
-                signal.signal(sig, h)
+                signal.signal(sig, old)
+
+
+@contextlib.contextmanager
+def deferred_signals(note: str = "finishing the video file first") -> Iterator[list[int]]:
+    """While the block runs, SIGINT/SIGTERM are recorded and logged instead of raising (only in the
+    main thread; elsewhere Python delivers no signals anyway). Yields the list of signals received."""
+    got: list[int] = []
+
+    def hold(signum, _frame):
+        got.append(signum)
+        log.warning("%s received: %s", signal.Signals(signum).name, note)
+
+    with _signal_handler(hold):
+        yield got
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop`` (the loop then finalises) instead of raising mid-write."""
+
+    def handler(signum, _frame):
+        if not stop.is_set():
+            log.warning("%s: stopping after this frame; finishing the file", signal.Signals(signum).name)
+        stop.set()
+
+    with _signal_handler(handler):
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
