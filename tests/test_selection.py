@@ -266,3 +266,24 @@ def test_cli_precision_is_logged(tmp_path, cache_dir):
     assert f"dcscn_compact_x2.{kind} (INT8 asked for" in r.stderr
     r = run_cli("upscale", str(img), "-o", str(tmp_path / "o.png"), "--model", "compact", "--precision", "int4")
     assert r.returncode != 0 and "Traceback" not in r.stderr
+
+
+def test_upscale_runs_an_int8_file_as_given(tmp_path, cache_dir):
+    """A model file runs as it is: `upscale --model X.int8.onnx` with no --precision used to fail because the
+    stills default (fp32) was applied to files too (found by the emulated-Pi check). An explicit --precision
+    that contradicts the file is still one line."""
+    import cv2
+
+    from edge_sr.backends import shipped_path
+
+    int8 = shipped_path("compact", 2, "int8.onnx")
+    if not int8.is_file():
+        pytest.skip("no shipped dcscn_compact_x2.int8.onnx")
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_bgr(24, 32))
+    env = {"EDGE_SR_CACHE": str(cache_dir)}
+    r = run_cli("upscale", str(img), "-o", str(tmp_path / "o.png"), "--model", str(int8), env=env)
+    assert r.returncode == 0, r.stderr
+    assert cv2.imread(str(tmp_path / "o.png")).shape == (48, 64, 3)
+    r = run_cli("upscale", str(img), "-o", str(tmp_path / "p.png"), "--model", str(int8), "--precision", "fp32", env=env)
+    assert r.returncode == 2 and "applies to presets" in r.stderr and "Traceback" not in r.stderr
