@@ -59,6 +59,7 @@ CODEC_ALIASES = {
     "av1": ("libsvtav1", "libaom-av1", "av1"), "av01": ("libsvtav1", "libaom-av1", "av1"),
     "mjpeg": ("mjpeg",), "mjpg": ("mjpeg",),
     "mpeg4": ("mpeg4",), "mp4v": ("mpeg4",), "xvid": ("mpeg4",), "divx": ("mpeg4",), "fmp4": ("mpeg4",),
+    "vp90": ("libvpx-vp9",), "hfyu": ("huffyuv",),
 }
 # codec for OpenCV's writer (the fallback without PyAV)
 CV2_FOURCC = {"mpeg4": "mp4v", "mjpeg": "MJPG", "libx264": "avc1", "h264": "avc1"}
@@ -308,7 +309,8 @@ def resolve_encoder(codec: str | None, suffix: str) -> str:
     """The FFmpeg encoder name (PyAV) for a user's codec name or FOURCC, checked to exist."""
     av = _av()
     name = (codec or DEFAULT_CODEC.get(suffix.lower(), "h264")).strip()
-    candidates = CODEC_ALIASES.get(name.lower(), (name,))
+    # FFmpeg's encoder names are lower case; a FOURCC is often written upper case (FFV1, MJPG, XVID)
+    candidates = CODEC_ALIASES.get(name.lower(), (name, name.lower()))
     for enc in candidates:
         try:
             c = av.codec.Codec(enc, "w")
@@ -321,9 +323,19 @@ def resolve_encoder(codec: str | None, suffix: str) -> str:
                       "vp9, av1, mjpeg, mpeg4) or an OpenCV FOURCC of 4 characters (avc1, mp4v, MJPG)")
 
 
+# lossless encoders keep the upscaled pixels exactly: RGB in, no 4:2:0 subsampling or YUV rounding
+LOSSLESS = ("ffv1", "huffyuv", "ffvhuff", "utvideo", "png", "qtrle", "rawvideo")
+RGB_FORMATS = ("bgr0", "bgr24", "rgb24", "bgra", "gbrp")
+
+
 def _pix_fmt(codec) -> str:
-    """4:2:0 (what browsers and hardware decoders take); full-range yuvj420p for MJPEG."""
+    """4:2:0 (what browsers and hardware decoders take); full-range yuvj420p for MJPEG; RGB for a
+    lossless encoder (FFV1, HuffYUV, UT Video...: its point is the exact pixels)."""
     names = [f.name for f in (codec.video_formats or [])]
+    if codec.name in LOSSLESS:
+        for want in RGB_FORMATS:
+            if want in names:
+                return want
     for want in (("yuvj420p", "yuv420p") if codec.name == "mjpeg" else ("yuv420p", "yuvj420p")):
         if not names or want in names:
             return want
@@ -476,10 +488,12 @@ class _AvWriter:
         if self.encoder == "libx265" and self.container.format.name in FRAGMENTABLE:
             with contextlib.suppress(Exception):
                 st.codec_tag = "hvc1"  # what Safari and Chrome expect for HEVC in MP4
-        for attr, value in (("colorspace", self.color.get("colorspace", 1)),  # BT.709
-                            ("color_primaries", self.color.get("color_primaries", 1)),
-                            ("color_trc", self.color.get("color_trc", 1)),
-                            ("color_range", 1 if self._pix_fmt != "yuvj420p" else 2)):  # 1 tv, 2 pc
+        tags = () if self._pix_fmt in RGB_FORMATS else (  # RGB pixels carry no YUV matrix or range
+            ("colorspace", self.color.get("colorspace", 1)),  # BT.709
+            ("color_primaries", self.color.get("color_primaries", 1)),
+            ("color_trc", self.color.get("color_trc", 1)),
+            ("color_range", 1 if self._pix_fmt != "yuvj420p" else 2))  # 1 tv, 2 pc
+        for attr, value in tags:
             with contextlib.suppress(Exception):
                 setattr(cc, attr, value)
         self._open_audio()
@@ -511,8 +525,11 @@ class _AvWriter:
             pts = self._last_pts + 1
         self._last_pts = pts
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame_bgr_u8), format="bgr24")
-        frame = frame.reformat(format=self._pix_fmt, dst_colorspace=self.color.get("colorspace", 1),
-                               dst_color_range=1 if self._pix_fmt != "yuvj420p" else 2)
+        if self._pix_fmt in RGB_FORMATS:
+            frame = frame.reformat(format=self._pix_fmt)  # a repacking: the pixels stay exact
+        else:
+            frame = frame.reformat(format=self._pix_fmt, dst_colorspace=self.color.get("colorspace", 1),
+                                   dst_color_range=1 if self._pix_fmt != "yuvj420p" else 2)
         frame.pts = pts
         frame.time_base = self.time_base
         if self.keyframe_s and pts >= self._next_key_pts:  # a keyframe starts each fragment

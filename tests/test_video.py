@@ -696,3 +696,34 @@ def test_opencv_fallback_without_pyav(tmp_path, monkeypatch):
     while cap.read()[0]:
         n += 1
     assert n == 16
+
+
+@pytest.mark.parametrize("typed,encoder", [("FFV1", "ffv1"), ("ffv1", "ffv1"), ("MJPG", "mjpeg"), ("XVID", "mpeg4"),
+                                           ("mp4v", "mpeg4"), ("HFYU", "huffyuv")])
+def test_codec_names_as_users_type_them(typed, encoder):
+    """FOURCCs are written upper case (OpenCV's habit, FFmpeg's `-c:v` is lower case): both reach the encoder.
+    `--video-codec FFV1` was refused once PyAV wrote the files (found by the emulated-Pi check)."""
+    assert video.resolve_encoder(typed, ".avi") == encoder
+
+
+def test_unknown_codec_is_one_clear_error():
+    with pytest.raises(EdgeSRError, match="unknown video codec 'NOPE'"):
+        video.resolve_encoder("NOPE", ".mkv")
+
+
+@needs_ffprobe
+@pytest.mark.parametrize("codec,suffix", [("FFV1", ".avi"), ("ffv1", ".mkv"), ("HFYU", ".avi")])
+def test_lossless_codecs_keep_the_exact_pixels(tmp_path, codec, suffix):
+    """A lossless codec is chosen for exact pixels (comparisons, archives): RGB in the file, not 4:2:0, so
+    ffmpeg (the independent reference) decodes the very frames written, odd sizes included."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (25, 33, 3), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / f"rec{suffix}"
+    rec = Recording(path, fps=10, codec=codec, live=False)
+    for i, f in enumerate(frames):
+        rec.write(f, t_s=i / 10)
+    rec.close()
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         capture_output=True, timeout=60).stdout
+    got = np.frombuffer(raw, np.uint8).reshape(-1, 25, 33, 3)
+    assert len(got) == 3 and all(np.array_equal(g, f) for g, f in zip(got, frames))
