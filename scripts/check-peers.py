@@ -13,14 +13,8 @@ import cv2
 import numpy as np
 
 from edge_sr.color import y_from_rgb
-from edge_sr.imageio import list_images, modcrop, read_rgb
-from edge_sr.imresize import imresize
-
-
-def psnr(a, b, border):
-    a = a[border:-border, border:-border].astype(np.float64)
-    b = b[border:-border, border:-border].astype(np.float64)
-    return 10 * np.log10(255.0 ** 2 / np.mean((a - b) ** 2))
+from edge_sr.imageio import list_images
+from edge_sr.quality import bicubic_method, protocol_pair, psnr, score
 
 
 def main():
@@ -40,16 +34,14 @@ def main():
             sr.setModel(algo, s)
             peer, bic, shifted = [], [], {}
             for f in list_images(a.set, "image set"):
-                hr = modcrop(read_rgb(f), s)
-                lr = imresize(hr, 1.0 / s)
+                hr, lr = protocol_pair(f, s)  # the protocol's pair and scoring, as edge-sr eval does
                 out = sr.upsample(np.ascontiguousarray(lr[:, :, ::-1]))[:, :, ::-1]
-                yh = y_from_rgb(hr)
-                yo = np.round(y_from_rgb(out.astype(np.float64)))
-                peer.append(psnr(yo, yh, s))
-                bic.append(psnr(np.round(y_from_rgb(imresize(lr, s).astype(np.float64))), yh, s))
+                peer.append(score(hr, out, s, with_ssim=False)[0])
+                bic.append(score(hr, bicubic_method(lr, s), s, with_ssim=False)[0])
+                yh, yo = y_from_rgb(hr), y_from_rgb(out)
                 for dy in (-1, 0, 1):
                     for dx in (-1, 0, 1):
-                        shifted.setdefault((dy, dx), []).append(psnr(np.roll(yo, (dy, dx), (0, 1)), yh, s + 2))
+                        shifted.setdefault((dy, dx), []).append(psnr(yh, np.roll(yo, (dy, dx), (0, 1)), s + 2))
             best = max(shifted, key=lambda k: np.mean(shifted[k]))
             print(f"x{s} {pb.name}: {np.mean(peer):.2f} dB, bicubic {np.mean(bic):.2f} dB "
                   f"({np.mean(peer) - np.mean(bic):+.2f}); best 1 px shift {best}")

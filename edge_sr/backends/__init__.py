@@ -124,7 +124,7 @@ def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", pr
     if p.is_dir():
         raise EdgeSRError(f"model path is a folder, expected a file: {p}")
     if precision in ("fp32", "int8"):
-        is_int8 = p.name.lower().endswith(".int8.onnx") or p.name.lower().endswith("int8.onnx")
+        is_int8 = p.name.lower().endswith("int8.onnx")  # .int8.onnx and .cpu-int8.onnx
         if (precision == "int8") != is_int8:
             raise EdgeSRError(f"--precision {precision} applies to presets; {p.name} is "
                               f"{'an INT8' if is_int8 else 'not an INT8'} file (leave --precision out, or give a preset)")
