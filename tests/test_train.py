@@ -139,3 +139,28 @@ def test_init_fine_tunes_from_a_checkpoint(hr_folder, tmp_path):
                 "--init", str(base), "--patch", "16", "--batch", "2", "--epochs", "1", "--steps-per-epoch", "1",
                 "--no-progress")
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "compact x2" in r.stderr, r.stderr
+
+
+def test_init_across_scales_keeps_all_but_the_last_conv(hr_folder, tmp_path):
+    """x2 weights start an x3 run: every tensor but the last conv is the x2 file's, bit for bit (one step at
+    learning rate 0); the last conv has x3's shape and is the fresh initialisation, not some slice of x2's."""
+    import torch
+
+    from edge_sr.model import DCSCN
+    from edge_sr.train.loop import train
+
+    train(_args(hr_folder, tmp_path / "x2", epochs=1), progress=False)
+    base = tmp_path / "x2" / "last.safetensors"
+    train(_args(hr_folder, tmp_path / "x3", epochs=1, scale=3, init=str(base), lr=0.0, lr_min=0.0),
+          progress=False, max_steps=1)
+    _, a, _ = load_checkpoint(base)
+    cfg3, b, _ = load_checkpoint(tmp_path / "x3" / "last.safetensors")
+    assert cfg3.scale == 3 and a.keys() == b.keys()
+    for k in a:
+        if k == "last.weight":
+            continue
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert b["last.weight"].shape[0] == 9 and a["last.weight"].shape[0] == 4
+    torch.manual_seed(_args(hr_folder, tmp_path).seed)
+    fresh = DCSCN(cfg3).state_dict()["last.weight"].numpy()
+    np.testing.assert_array_equal(b["last.weight"], fresh)

@@ -161,19 +161,37 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# the only tensors whose shape depends on the scale: the last conv makes scale**2 sub-pixel channels
+SCALE_TENSORS = ("last.weight",)
+
+
 def _load_init(model: DCSCN, config, path: str) -> None:
-    """Fine-tuning start: the checkpoint's network must be exactly this run's (same preset and scale)."""
+    """Fine-tuning start. The checkpoint's network must be this run's preset; at the same scale every
+    tensor is loaded strictly. At another scale (x2 weights starting an x3/x4 run, the usual way to
+    train the larger factors: the feature extractor and reconstruction carry over, Kim et al. 2016,
+    Lim et al. 2017) every tensor but the last conv is loaded strictly and the last conv keeps its
+    fresh initialisation."""
+    import dataclasses
+
     from edge_sr.checkpoint import load_checkpoint
 
     cfg, weights, _ = load_checkpoint(path)
-    if cfg != config:
+    cross = cfg != config and dataclasses.replace(cfg, scale=config.scale) == config
+    if cfg != config and not cross:
         raise EdgeSRError(f"--init {path}: a {cfg.preset} x{cfg.scale} network, this run trains {config.preset} x{config.scale}")
+    if cross:
+        own = model.state_dict()
+        weights = {k: v for k, v in weights.items() if k not in SCALE_TENSORS}
+        weights.update({k: own[k].numpy() for k in SCALE_TENSORS})
     try:
         model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
     except (RuntimeError, KeyError, ValueError) as e:  # missing/extra/misshapen tensors: one line, not torch's page
         why = " ".join(str(e).split()) or type(e).__name__
         raise EdgeSRError(f"--init {path}: its weights do not fit a {config.preset} x{config.scale} network: {why}") from e
-    log.info("initialised from %s", path)
+    if cross:
+        log.info("initialised from %s (x%d): all but the last conv, which starts fresh for x%d", path, cfg.scale, config.scale)
+    else:
+        log.info("initialised from %s", path)
 
 
 def train(args: TrainArgs, resume: bool = False, progress: bool = True, max_steps: int | None = None) -> dict:

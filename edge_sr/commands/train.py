@@ -86,8 +86,9 @@ def add_parser(sub) -> None:
                    help="torch threads, 0: cores / local processes (default: 0)")
     p.add_argument("--device", default=S, help="auto, cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--init", default=S, metavar="CKPT",
-                   help="fine-tune: start from this checkpoint's weights (same preset and scale), new optimizer "
-                   "and schedule (default: none, random He initialisation)")
+                   help="fine-tune: start from this checkpoint's weights (same preset; another scale's checkpoint "
+                   "gives all but the last conv, e.g. x2 weights to start x3/x4), new optimizer and schedule "
+                   "(default: none, random He initialisation)")
     p.add_argument("--resume", action="store_true", help="continue from --out/state.pt with the run's saved options")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="stop after this many steps in this call, state saved (default: run to the end)")
