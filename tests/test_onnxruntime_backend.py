@@ -109,3 +109,59 @@ def test_physical_cores_positive():
     from edge_sr.backends.onnxruntime import physical_cores
 
     assert 1 <= physical_cores() <= (__import__("os").cpu_count() or 1)
+
+
+def _saturating_qdq(path):
+    """A Q/DQ conv whose u8 x s8 products pair up past int16 (255 x 127 x 2 > 32767): x86's VPMADDUBSW
+    (ONNX Runtime's u8s8 kernels on CPUs without VNNI) saturates there; int32 accumulation does not."""
+    from onnx import TensorProto
+    from onnx import helper as h
+    from onnx import numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    cin, cout = 16, 4
+    wq = rng.integers(100, 128, size=(cout, cin, 3, 3)).astype(np.int8)
+    inits = [nh.from_array(wq, "wq"), nh.from_array(np.full(cout, 0.01, np.float32), "ws"),
+             nh.from_array(np.zeros(cout, np.int8), "wz"), nh.from_array(np.float32(1 / 255), "xs"),
+             nh.from_array(np.uint8(0), "xz"), nh.from_array(np.float32(2.0), "os"), nh.from_array(np.uint8(0), "oz"),
+             nh.from_array(np.ones((cin, 1, 1, 1), np.float32), "fan")]
+    nodes = [h.make_node("Conv", ["x", "fan"], ["xr"]),  # the luma to cin channels, in float
+             h.make_node("QuantizeLinear", ["xr", "xs", "xz"], ["xq"]),
+             h.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+             h.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0),
+             h.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+             h.make_node("QuantizeLinear", ["y", "os", "oz"], ["yq"]),
+             h.make_node("DequantizeLinear", ["yq", "os", "oz"], ["yd"]),
+             h.make_node("DepthToSpace", ["yd"], ["out"], blocksize=2, mode="CRD")]
+    g = h.make_graph(nodes, "saturating", [h.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, "h", "w"])],
+                     [h.make_tensor_value_info("out", TensorProto.FLOAT, [1, 1, "H", "W"])], inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    # the exact result at an interior pixel of an all-white input: sum of 255 * w over the 3x3 window, per
+    # output channel, then the output's quantization (scale 2, uint8)
+    acc = 255 * wq.astype(np.int64).sum(axis=(1, 2, 3)) * (1 / 255) * 0.01
+    return np.clip(np.round(acc / 2.0), 0, 255) * 2.0
+
+
+def test_int8_reference_arithmetic_is_exact(tmp_path):
+    """`int8_arithmetic="reference"` computes a Q/DQ file as the ONNX spec writes it (int32-exact sums);
+    the default runs the integer kernels, which on an x86 CPU without VNNI saturate this file."""
+    from edge_sr.backends.onnxruntime import OnnxUpscaler
+
+    want = _saturating_qdq(tmp_path / "sat.onnx")
+    x = np.ones((8, 8), np.float32)
+    with OnnxUpscaler(tmp_path / "sat.onnx", threads=1, int8_arithmetic="reference") as ref, \
+            OnnxUpscaler(tmp_path / "sat.onnx", threads=1) as kern:
+        got = ref.infer(x)
+        assert ref._sess.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        assert kern._sess.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # DepthToSpace (CRD, 2x2): output channel c lands at (2i + c // 2, 2j + c % 2)
+        np.testing.assert_array_equal(got[8:10, 8:10].ravel(), want)
+        fast = kern.infer(x)[8:10, 8:10].ravel()
+    from edge_sr.bench import cpu_record
+
+    if cpu_record().get("int8_isa") == "avx2":  # no VNNI: the kernels' saturation shows (this CI machine)
+        assert (fast < want).all(), (fast, want)
+    with pytest.raises(Exception, match="int8 arithmetic"):
+        OnnxUpscaler(tmp_path / "sat.onnx", int8_arithmetic="exact")

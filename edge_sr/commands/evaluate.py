@@ -25,6 +25,11 @@ def add_parser(sub) -> None:
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--int8-arithmetic", choices=("kernels", "reference"), default="kernels",
+                   help="INT8 (Q/DQ) ONNX files: 'kernels' runs this CPU's integer kernels (default: what this "
+                   "machine gives); 'reference' computes each quantized layer as the ONNX spec writes it, the "
+                   "arithmetic of TensorRT and of int32-accumulating CPUs (VNNI, ARM dot product): use it to "
+                   "judge a .int8.onnx meant for TensorRT on an x86 CPU without VNNI")
     p.set_defaults(func=run)
 
 
@@ -50,7 +55,7 @@ def run(args) -> int:
     try:
         for m in models:
             path = resolve_model(m, args.scale)
-            up = open_upscaler(path, scale=args.scale, threads=args.threads)
+            up = open_upscaler(path, scale=args.scale, threads=args.threads, int8_arithmetic=args.int8_arithmetic)
             opened.append(up)
             label = m if m in methods else (m if len(m) < 40 else Path(m).name)
             # which exact file was measured: a report names its models by content, not only by path
@@ -70,7 +75,8 @@ def run(args) -> int:
     set_names = [s for s, _ in sets]
     width = max(len(m) for m in methods) + 2
     head = "".join(f"{s:>18}" for s in set_names)
-    print(f"x{args.scale} PSNR (dB) / SSIM on Y, protocol of PROTOCOL.md")
+    how = "" if args.int8_arithmetic == "kernels" else "; INT8 files in the ONNX reference arithmetic"
+    print(f"x{args.scale} PSNR (dB) / SSIM on Y, protocol of PROTOCOL.md{how}")
     print(f"{'method':<{width}}{head}")
     for m, rs in results.items():
         cells = "".join(f"{r.psnr:>10.3f} / {r.ssim:.4f}" if r.ssim is not None else f"{r.psnr:>18.3f}" for r in rs)
@@ -82,6 +88,7 @@ def run(args) -> int:
 
         doc = {
             "scale": args.scale, "data": str(args.data), "edge_sr": __version__, "models": files,
+            "int8_arithmetic": args.int8_arithmetic,
             # INT8 results depend slightly on the CPU's INT8 kernels (int8_isa): reproducible between CPUs of a class
             "device": {**cpu_record(), "versions": versions()},
             "results": {m: {r.name: {"psnr": r.psnr, "ssim": r.ssim, "images": r.per_image} for r in rs}
