@@ -71,13 +71,17 @@ def _cases():
     cases = []
     for path in SHIPPED:
         entries = [(rp, label, doc) for rp, label, rec, doc in _entries() if rec["file"] == path.name]
+        # a report in the ONNX reference arithmetic (eval --int8-arithmetic reference) is the same on every CPU
+        ref = [(rp, label, doc) for rp, label, doc in entries if doc.get("int8_arithmetic") == "reference"]
+        entries = [e for e in entries if e[2].get("int8_arithmetic", "kernels") == "kernels"]
         if "int8" in path.name:  # .int8.onnx (TensorRT/ARM) and .cpu-int8.onnx: INT8 kernels differ by CPU
             same = [e for e in entries if e[2]["device"]["int8_isa"] == here]
             entries = same or entries
             tol = TOL_DB if same else OTHER_ISA_TOL_DB
         else:
             tol = TOL_DB
-        cases += [(path, rp, label, tol) for rp, label, _ in entries]
+        cases += [(path, rp, label, tol, "kernels") for rp, label, _ in entries]
+        cases += [(path, rp, label, TOL_DB, "reference") for rp, label, _ in ref]
     return cases
 
 
@@ -92,15 +96,19 @@ def test_shipped_file_scores_its_report(path, data_root):
     assert cases, f"no report for {path.name}"
     sets = [(n, f) for n, f in discover_sets(data_root / "val") if n in ("set5", "set14")]
     assert {n for n, _ in sets} == {"set5", "set14"}, "val/ must hold set5/ and set14/"
-    with open_upscaler(path) as up:
-        res = evaluate({"m": lambda lr: up.upscale(lr[..., ::-1])[..., ::-1]}, sets, up.scale, with_ssim=False,
-                       progress=False)
-    got = {r.name: r.psnr for r in res["m"]}
-    for _, rp, label, tol in cases:
+    got = {}
+    for arithmetic in sorted({c[4] for c in cases}):
+        with open_upscaler(path, int8_arithmetic=arithmetic) as up:
+            res = evaluate({"m": lambda lr: up.upscale(lr[..., ::-1])[..., ::-1]}, sets, up.scale, with_ssim=False,
+                           progress=False)
+        got[arithmetic] = {r.name: r.psnr for r in res["m"]}
+    for _, rp, label, tol, arithmetic in cases:
         want = json.loads(rp.read_text())["results"][label]
         for s in ("set5", "set14"):
-            assert got[s] == pytest.approx(want[s]["psnr"], abs=tol), (
-                f"{path.name} on {s}: {got[s]:.3f} dB, {rp.name} says {want[s]['psnr']:.3f} (tolerance {tol} dB)")
+            g = got[arithmetic][s]
+            assert g == pytest.approx(want[s]["psnr"], abs=tol), (
+                f"{path.name} on {s} ({arithmetic} arithmetic): {g:.3f} dB, {rp.name} says {want[s]['psnr']:.3f} "
+                f"(tolerance {tol} dB)")
 
 
 def test_eval_json_names_each_file_by_sha256(tmp_path):

@@ -461,6 +461,7 @@ def run_qat(a: QATArgs) -> dict:
     import onnx
 
     from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import DEFAULT_PERCENTILE
     from edge_sr.deploy.export import verification_input
     from edge_sr.checkpoint import file_sha256, load_checkpoint
     from edge_sr.imageio import atomic_path, list_images
@@ -486,7 +487,8 @@ def run_qat(a: QATArgs) -> dict:
     report = {"init": str(ckpt), "init_sha256": file_sha256(ckpt), "preset": cfg.preset, "scale": cfg.scale,
               "steps": a.steps, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed, "threads": threads,
               "fake_quant": "torch.fake_quantize_per_tensor_affine / per_channel_affine; activation ranges calibrated "
-              "(ONNX Runtime percentile 99.999) and frozen; weight scales max|w|/127 per channel, recomputed each step",
+              f"(ONNX Runtime percentile {DEFAULT_PERCENTILE:g}) and frozen; weight scales max|w|/127 per channel, "
+              "recomputed each step",
               "targets": {}}
     stem = f"dcscn_{cfg.preset}_x{cfg.scale}"
     for target in a.targets:

@@ -25,9 +25,13 @@ def add_parser(sub) -> None:
     p.add_argument("--onnx", required=True, help="float32 ONNX from edge-sr export")
     p.add_argument("--images", help="calibration image folder (e.g. the training images)")
     p.add_argument("-o", "--output", help="output INT8 ONNX (e.g. model.int8.onnx)")
+    from edge_sr.calibration.quantize import DEFAULT_PERCENTILE
+
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
-                   help="range calibration (default percentile 99.999: measured best on Set5)")
-    p.add_argument("--percentile", type=float, default=99.999)
+                   help="range calibration (default: percentile)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE,
+                   help=f"percentile of |activation| for --method percentile (default {DEFAULT_PERCENTILE:g}: measured "
+                   "best on held-out photos, scripts/sweep-percentile.py)")
     p.add_argument("--target", choices=("tensorrt", "cpu"), default="tensorrt",
                    help="tensorrt (default): symmetric signed INT8 everywhere, the .int8.onnx that TensorRT (and ONNX "
                    "Runtime S8S8) runs; cpu: the .cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "

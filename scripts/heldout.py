@@ -1,0 +1,36 @@
+#!/usr/bin/env python3
+"""A held-out image set for choices that must not look at the test sets (Set5, Set14): 12 of the photos
+(every 48th in name order), centre 240x240 crops, written as PNG. The shipped models trained on T91 + BSD200;
+calibration uses T91 crops; so these images are unseen by both.
+
+    .venv/bin/python scripts/heldout.py OUT_DIR [--data $EDGE_SR_DATA]
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+CROP, EVERY, COUNT = 240, 48, 12
+
+
+def make_heldout(data: str | os.PathLike, out: str | os.PathLike) -> Path:
+    from edge_sr.imageio import list_images, read_bgr, write_image
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in sorted(list_images(Path(data) / "photos", "photos"))[::EVERY][:COUNT]:
+        im = read_bgr(f)
+        h, w = im.shape[:2]
+        y, x = (h - CROP) // 2, (w - CROP) // 2
+        write_image(out / f"{Path(f).stem}.png", im[y:y + CROP, x:x + CROP])
+    return out
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out")
+    ap.add_argument("--data", default=os.environ.get("EDGE_SR_DATA",
+                                                     str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    a = ap.parse_args()
+    print(make_heldout(a.data, a.out))
+    sys.exit(0)

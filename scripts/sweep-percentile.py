@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Which calibration percentile? PTQ of a checkpoint for one INT8 target at several percentiles, each Q/DQ
+file scored exactly (its fake-quantized PyTorch graph, train/qat.py: the ONNX spec's arithmetic, no CPU
+kernel effects) against its own FP32 graph on Set5, Set14 and a held-out set: 12 of the photos (every 48th,
+centre 240x240 HR crops), which neither calibration (yang91 crops) nor the shipped models' training saw.
+The held-out column is the one to choose by; Set5/Set14 are the protocol's test sets and only reported.
+
+    .venv/bin/python scripts/sweep-percentile.py CKPT tensorrt|cpu [--percentiles 99.98,99.99,99.995,99.999]
+        [--json OUT.json]
+
+Prints one line per percentile: the PSNR change (dB, luma path as in training validation) per set.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+
+def main() -> int:
+    data = os.environ.get("EDGE_SR_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ckpt")
+    ap.add_argument("target", choices=("tensorrt", "cpu"))
+    ap.add_argument("--percentiles", default="99.98,99.99,99.995,99.999")
+    ap.add_argument("--data", default=data)
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+
+    import onnx
+    import torch
+
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
+    from edge_sr.checkpoint import load_checkpoint
+    from edge_sr.deploy.export import export_onnx
+    from edge_sr.imageio import list_images
+    from edge_sr.train.data import make_pair
+    from edge_sr.train.qat import FakeQuantGraph, _val_psnr
+
+    torch.set_num_threads(1)
+    cfg, _, _ = load_checkpoint(a.ckpt)
+    scale = cfg.scale
+    d = Path(a.data)
+    samples = load_calibration_set(str(d / "train" / "yang91"), crop=(64, 64), crops_per_image=2, min_images=8,
+                                   max_images=40)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from heldout import make_heldout
+
+    held = make_heldout(d, tempfile.mkdtemp(prefix="edge-sr-heldout-"))
+    sets = {"set5": d / "val" / "set5", "set14": d / "val" / "set14", "heldout": held}
+    pairs = {k: [make_pair(f, scale) for f in list_images(v, k)] for k, v in sets.items()}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edge-sr-sweep-") as t:
+        fp32 = Path(t) / "fp32.onnx"
+        export_onnx(a.ckpt, fp32, residual=True, fast=a.target == "cpu" and CPU_INT8["graph"] == "fast")
+        for pc in [float(v) for v in a.percentiles.split(",")]:
+            q = Path(t) / "q.onnx"
+            if a.target == "cpu":
+                quantize_int8(fp32, q, samples, method="percentile", activations=CPU_INT8["activations"],
+                              keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], percentile=pc)
+            else:
+                quantize_int8(fp32, q, samples, method="percentile", activations="int8",
+                              keep_float=list(DEFAULT_KEEP_FLOAT), percentile=pc)
+            m = FakeQuantGraph(onnx.load(str(q)), onnx.load(str(fp32))).module()
+            got = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
+            m.quant = False
+            ref = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
+            row = {"percentile": pc, **{s: round(got[s] - ref[s], 4) for s in got}}
+            rows.append(row)
+            print(f"{Path(a.ckpt).stem} {a.target} {pc:<8}", " ".join(f"{s} {row[s]:+.3f}" for s in got), flush=True)
+    best = max(rows, key=lambda r: r["heldout"])
+    print(f"best on the held-out photos: {best['percentile']}")
+    if a.json:
+        Path(a.json).write_text(json.dumps({"ckpt": a.ckpt, "target": a.target, "scale": scale, "rows": rows,
+                                            "best_heldout": best["percentile"]}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
