@@ -144,24 +144,27 @@ def _saturating_qdq(path):
     return np.clip(np.round(acc / 2.0), 0, 255) * 2.0
 
 
-def test_int8_reference_arithmetic_is_exact(tmp_path):
-    """`int8_arithmetic="reference"` computes a Q/DQ file as the ONNX spec writes it (int32-exact sums);
-    the default runs the integer kernels, which on an x86 CPU without VNNI saturate this file."""
+def test_int8_arithmetic_is_exact(tmp_path):
+    """A Q/DQ file gives the exact (int32) result both ways: `int8_arithmetic="reference"` (the ONNX spec's
+    float Q/DQ) and the default integer kernels, which set ONNX Runtime's `session.x64quantprecision` so that
+    an x86 CPU without VNNI does not saturate; a plain ONNX Runtime session on such a CPU does (this CI machine)."""
     from edge_sr.backends.onnxruntime import OnnxUpscaler
+    from edge_sr.bench import cpu_record
 
     want = _saturating_qdq(tmp_path / "sat.onnx")
     x = np.ones((8, 8), np.float32)
     with OnnxUpscaler(tmp_path / "sat.onnx", threads=1, int8_arithmetic="reference") as ref, \
             OnnxUpscaler(tmp_path / "sat.onnx", threads=1) as kern:
-        got = ref.infer(x)
         assert ref._sess.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         assert kern._sess.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # DepthToSpace (CRD, 2x2): output channel c lands at (2i + c // 2, 2j + c % 2)
-        np.testing.assert_array_equal(got[8:10, 8:10].ravel(), want)
-        fast = kern.infer(x)[8:10, 8:10].ravel()
-    from edge_sr.bench import cpu_record
-
-    if cpu_record().get("int8_isa") == "avx2":  # no VNNI: the kernels' saturation shows (this CI machine)
-        assert (fast < want).all(), (fast, want)
+        np.testing.assert_array_equal(ref.infer(x)[8:10, 8:10].ravel(), want)
+        np.testing.assert_array_equal(kern.infer(x)[8:10, 8:10].ravel(), want)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    plain = ort.InferenceSession(str(tmp_path / "sat.onnx"), so, providers=["CPUExecutionProvider"])
+    got = plain.run(None, {"x": x[None, None]})[0][0, 0, 8:10, 8:10].ravel()
+    if cpu_record().get("int8_isa") == "avx2":  # no VNNI: what the session option prevents
+        assert (got < want).all(), (got, want)
     with pytest.raises(Exception, match="int8 arithmetic"):
         OnnxUpscaler(tmp_path / "sat.onnx", int8_arithmetic="exact")
