@@ -396,10 +396,16 @@ def agreement(qdq_path, module, y_lr_f32: np.ndarray, step: float | None = None)
     torch = _torch()
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.x64quantprecision", "1")  # as the product: no int16 saturation on x86
-    sess = ort.InferenceSession(str(qdq_path), so, providers=["CPUExecutionProvider"])
+    from edge_sr.backends.onnxruntime import X64_EXACT_KEY, open_session
+
+    def options(exact_x86):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if exact_x86:  # as the product: no int16 saturation on x86 without VNNI
+            so.add_session_config_entry(X64_EXACT_KEY, "1")
+        return so
+
+    sess, _ = open_session(ort, qdq_path, options, ["CPUExecutionProvider"])
     x = y_lr_f32[None, None].astype(np.float32)
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     with torch.no_grad():

@@ -33,6 +33,25 @@ _SHORT_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", 
 INT8_ARITHMETIC = ("kernels", "reference")
 
 
+# x86 without VNNI: ONNX Runtime's u8s8 kernels add pairs of u8 x s8 products in int16 (VPMADDUBSW) and saturate
+# where two large ones meet (measured: compact x4's .int8.onnx -0.142 dB on Set5 against its FP32, -0.065 in exact
+# arithmetic). This session option makes ONNX Runtime take the u8u8 path for weights outside [-64, 63] on such CPUs
+# only (onnxruntime's "convert u8s8 matrix multiplication to u8u8 if needed"): the exact sums, at ~9% of normal x2's
+# INT8 speed here; no effect with VNNI or on ARM. ONNX Runtime 1.32 fails to load some Q/DQ graphs with it ("Attempt
+# to replace the existing tensor": S8S8 activations on the fast graph, not a shipped file): those load without it.
+X64_EXACT_KEY = "session.x64quantprecision"
+
+
+def open_session(ort, path, options, providers):
+    """(InferenceSession, exact_x86): with ``options(True)`` (the x86 saturation fix), else, when ONNX Runtime
+    cannot apply that to this graph, with ``options(False)``; an error of the second try is the caller's."""
+    try:
+        return ort.InferenceSession(str(path), sess_options=options(True), providers=providers), True
+    except Exception as exc:  # noqa: BLE001 - whatever the first try hit, the second try decides
+        log.debug("ONNX Runtime could not load %s with %s (%s): loading it without", path, X64_EXACT_KEY, exc)
+    return ort.InferenceSession(str(path), sess_options=options(False), providers=providers), False
+
+
 def physical_cores() -> int:
     """Physical cores this process may use (SMT siblings counted once); intra-op threads default."""
     try:
@@ -94,10 +113,6 @@ class OnnxUpscaler(Upscaler):
             raise EdgeSRError(f"ONNX model not found: {path}")
         self.path, self.name = path, path.stem  # dcscn_compact_x2 or dcscn_compact_x2.int8
         self.threads = threads or physical_cores()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         if int8_arithmetic not in INT8_ARITHMETIC:
             raise EdgeSRError(f"int8 arithmetic {int8_arithmetic!r}: one of {', '.join(INT8_ARITHMETIC)}")
         # "kernels": every graph optimization, so a Q/DQ file runs on this CPU's integer kernels (the speed,
@@ -105,22 +120,26 @@ class OnnxUpscaler(Upscaler):
         # QuantizeLinear runs as the ONNX spec writes it: the arithmetic of int32-accumulating INT8 hardware
         # (TensorRT, x86 VNNI, ARM dot product).
         self.int8_arithmetic = int8_arithmetic
-        so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int8_arithmetic == "kernels"
-                                       else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        # x86 without VNNI: ONNX Runtime's u8s8 kernels add pairs of u8 x s8 products in int16 (VPMADDUBSW) and
-        # saturate where two large ones meet (measured: compact x4's .int8.onnx -0.142 dB on Set5 against its
-        # FP32, -0.065 in exact arithmetic). This session option makes ONNX Runtime take the u8u8 path for
-        # weights outside [-64, 63] on such CPUs only (onnxruntime PR "convert u8s8 matrix multiplication to
-        # u8u8 if needed"): the exact sums, at ~9% of normal x2's INT8 speed here; no effect with VNNI or on ARM.
-        so.add_session_config_entry("session.x64quantprecision", "1")
-        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        # off for stills: the planned block comes on top of the first run's buffers (normal, 214x217 LR:
-        # peak RSS 413 MB with it, 243 MB without); the stream keeps it (one shape, every frame)
-        so.enable_mem_pattern = mem_pattern
-        so.log_severity_level = 3  # warnings of the optimizer are not the user's business
         self.providers = choose_providers(providers, ort.get_available_providers())
+
+        def options(exact_x86: bool):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if int8_arithmetic == "kernels"
+                                           else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+            if exact_x86:
+                so.add_session_config_entry(X64_EXACT_KEY, "1")
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+            # off for stills: the planned block comes on top of the first run's buffers (normal, 214x217 LR:
+            # peak RSS 413 MB with it, 243 MB without); the stream keeps it (one shape, every frame)
+            so.enable_mem_pattern = mem_pattern
+            so.log_severity_level = 3  # warnings of the optimizer are not the user's business
+            return so
+
         try:
-            self._sess = ort.InferenceSession(str(path), sess_options=so, providers=self.providers)
+            self._sess, self.exact_x86 = open_session(ort, path, options, self.providers)
         except Exception as exc:  # InvalidProtobuf, Fail, NoSuchFile...: one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EdgeSRError(f"not a loadable ONNX model (corrupt, truncated or not ONNX): {path} ({first[:200]})") from None
