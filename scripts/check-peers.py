@@ -18,7 +18,9 @@ from edge_sr.quality import bicubic_method, protocol_pair, psnr, score
 
 
 def main():
-    data = os.environ.get("EDGE_SR_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    from edge_sr.datasets import data_root
+
+    data = str(data_root())
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", default=str(Path(data) / "val" / "set5"))
     ap.add_argument("--peers", default=os.environ.get("EDGE_SR_PEERS", str(Path(data).parent / "peers")))

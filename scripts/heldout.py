@@ -29,8 +29,11 @@ def make_heldout(data: str | os.PathLike, out: str | os.PathLike) -> Path:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out")
-    ap.add_argument("--data", default=os.environ.get("EDGE_SR_DATA",
-                                                     str(Path(__file__).resolve().parents[2] / "shared" / "data")))
+    from edge_sr.datasets import data_root
+
+    ap.add_argument("--data", default=data_root(), help="data folder (default: $EDGE_SR_DATA, else shared/data)")
     a = ap.parse_args()
+    if a.data is None:
+        ap.error("no data folder: set EDGE_SR_DATA or give --data")
     print(make_heldout(a.data, a.out))
     sys.exit(0)

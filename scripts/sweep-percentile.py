@@ -12,33 +12,32 @@ Prints one line per percentile: the PSNR change (dB, luma path as in training va
 """
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 
-
 def main() -> int:
-    data = os.environ.get("EDGE_SR_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    from edge_sr.datasets import data_root
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("ckpt")
     ap.add_argument("target", choices=("tensorrt", "cpu"))
     ap.add_argument("--percentiles", default="99.98,99.99,99.995,99.999")
-    ap.add_argument("--data", default=data)
+    ap.add_argument("--data", default=data_root(), help="data folder (default: $EDGE_SR_DATA, else shared/data)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    if a.data is None:
+        ap.error("no data folder: set EDGE_SR_DATA or give --data")
 
     import onnx
     import torch
 
     from edge_sr.calibration.data import load_calibration_set
-    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
     from edge_sr.checkpoint import load_checkpoint
-    from edge_sr.deploy.export import export_onnx
     from edge_sr.imageio import list_images
     from edge_sr.train.data import make_pair
-    from edge_sr.train.qat import FakeQuantGraph, _val_psnr
+    from edge_sr.train.qat import FakeQuantGraph, _val_psnr, prepare_target
 
     torch.set_num_threads(1)
     cfg, _, _ = load_checkpoint(a.ckpt)
@@ -54,16 +53,8 @@ def main() -> int:
     pairs = {k: [make_pair(f, scale) for f in list_images(v, k)] for k, v in sets.items()}
     rows = []
     with tempfile.TemporaryDirectory(prefix="edge-sr-sweep-") as t:
-        fp32 = Path(t) / "fp32.onnx"
-        export_onnx(a.ckpt, fp32, residual=True, fast=a.target == "cpu" and CPU_INT8["graph"] == "fast")
         for pc in [float(v) for v in a.percentiles.split(",")]:
-            q = Path(t) / "q.onnx"
-            if a.target == "cpu":
-                quantize_int8(fp32, q, samples, method="percentile", activations=CPU_INT8["activations"],
-                              keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], percentile=pc)
-            else:
-                quantize_int8(fp32, q, samples, method="percentile", activations="int8",
-                              keep_float=list(DEFAULT_KEEP_FLOAT), percentile=pc)
+            fp32, q = prepare_target(Path(a.ckpt), a.target, Path(t), samples, percentile=pc)  # as QAT and shipping
             m = FakeQuantGraph(onnx.load(str(q)), onnx.load(str(fp32))).module()
             got = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
             m.quant = False

@@ -440,22 +440,27 @@ def output_step(fq: FakeQuantGraph) -> float | None:
     return None
 
 
-def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray) -> tuple[Path, Path]:
-    """Export ``ckpt`` for ``target`` and calibrate it (PTQ). Returns (float ONNX, Q/DQ ONNX)."""
-    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, quantize_int8
+def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
+                   percentile: float | None = None) -> tuple[Path, Path]:
+    """Export ``ckpt`` for ``target`` and calibrate it (PTQ; ``percentile`` None: the default). Returns
+    (float ONNX, Q/DQ ONNX)."""
+    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE, quantize_int8
+
+    percentile = DEFAULT_PERCENTILE if percentile is None else percentile
     from edge_sr.deploy.export import export_onnx
 
     if target == "tensorrt":
         fp32 = workdir / "plain.onnx"
         export_onnx(str(ckpt), fp32, residual=True, fast=False)
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
-        quantize_int8(fp32, qdq, samples, method="percentile", activations="int8", keep_float=list(DEFAULT_KEEP_FLOAT))
+        quantize_int8(fp32, qdq, samples, method="percentile", activations="int8", keep_float=list(DEFAULT_KEEP_FLOAT),
+                      percentile=percentile)
     elif target == "cpu":
         fp32 = workdir / ("fast.onnx" if CPU_INT8["graph"] == "fast" else "plain_cpu.onnx")
         export_onnx(str(ckpt), fp32, residual=True, fast=CPU_INT8["graph"] == "fast")
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations=CPU_INT8["activations"],
-                      keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"])
+                      keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], percentile=percentile)
     else:
         raise EdgeSRError(f"unknown QAT target {target!r}: {', '.join(TARGETS)}")
     return fp32, qdq

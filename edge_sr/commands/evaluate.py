@@ -25,7 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--int8-arithmetic", choices=("kernels", "reference"), default="kernels",
+    from ..backends.onnxruntime import INT8_ARITHMETIC
+
+    p.add_argument("--int8-arithmetic", choices=INT8_ARITHMETIC, default="kernels",
                    help="INT8 (Q/DQ) ONNX files: 'kernels' runs this CPU's integer kernels (default: what this "
                    "machine gives); 'reference' computes each quantized layer as the ONNX spec writes it, the "
                    "arithmetic of TensorRT and of int32-accumulating CPUs (VNNI, ARM dot product): use it to "
