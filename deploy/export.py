@@ -149,8 +149,13 @@ def export_onnx(
     verify: bool = True,
     data_root: str | os.PathLike | None = None,
     fast: bool = False,
+    equalize: np.ndarray | None = None,
 ) -> ExportResult:
-    """Export ``model`` (preset or checkpoint) to ``out``; returns what was written and checked."""
+    """Export ``model`` (preset or checkpoint) to ``out``; returns what was written and checked.
+
+    ``equalize``: calibration samples ([N,1,h,w] float32 LR luma): export the activation-equalized weights
+    (calibration/equalize.py: the same function, channels rescaled for per-tensor INT8), verified against the
+    model as given."""
     torch = require("torch", "ONNX export")
     onnx = require("onnx", "ONNX export")
     from edge_sr.checkpoint import file_sha256
@@ -164,6 +169,16 @@ def export_onnx(
     model_t, ckpt = _load_model(model)
     cfg = model_t.config
     kind = "residual" if residual else "y"
+    verify_module = _make_module(model_t, kind)
+    equalized = None
+    if equalize is not None:
+        import copy
+
+        from edge_sr.calibration.equalize import equalize_weights
+
+        model_t = copy.deepcopy(model_t)
+        w, equalized = equalize_weights(cfg, {k: v.detach().numpy() for k, v in model_t.state_dict().items()}, equalize)
+        model_t.load_state_dict({k: torch.from_numpy(v) for k, v in w.items()})
     module = _make_module(model_t, kind)
     x = torch.rand(1, 1, 40, 56, generator=torch.Generator().manual_seed(0))
     out_name = OUTPUT_NAME[kind]
@@ -201,6 +216,8 @@ def export_onnx(
         }
         if fast_changes is not None:
             meta["fast_graph"] = fast_changes
+        if equalized is not None:
+            meta["equalized"] = json.dumps(equalized, sort_keys=True)
         del mp.metadata_props[:]
         for k, v in meta.items():
             mp.metadata_props.add(key=META_PREFIX + k, value=v)
@@ -215,7 +232,7 @@ def export_onnx(
         if verify:
             y, res.verify_image = verification_input(data_root)
             res.verify_shape = y.shape
-            res.max_abs_diff = verify_against_torch(tmp, module, y)
+            res.max_abs_diff = verify_against_torch(tmp, verify_module, y)  # equalized: against the model as given
             # an exported graph that disagrees with PyTorch is a bug, never a file to ship
             if not res.max_abs_diff < 1e-3:
                 raise EdgeSRError(f"ONNX Runtime disagrees with PyTorch by {res.max_abs_diff:.3g}: export not written")

@@ -10,8 +10,8 @@
 #
 # Both INT8 files are first calibrated (PTQ); then quantization-aware fine-tuning (edge-sr train --qat, QAT_STEPS
 # steps, default 600; QAT_STEPS=0 skips it) makes them again from the checkpoint. Each INT8 file shipped is the
-# best of the candidates on held-out photos (scripts/heldout.py: never the test sets Set5/Set14): the PTQ file,
-# the QAT file, and the INT8 file already shipped when the checkpoint is byte-identical to the one shipped (so
+# best of the candidates on held-out photos (scripts/heldout.py: never the test sets Set5/Set14): the PTQ files
+# (three percentiles, each of the graph as exported and of its activation-equalized twin), the QAT file, and the INT8 file already shipped when the checkpoint is byte-identical to the one shipped (so
 # re-shipping never makes a file worse). Scored in the ONNX reference arithmetic (eval --int8-arithmetic
 # reference: TensorRT's; free of this CPU's kernel saturation). Env: QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48),
 # QAT_LR (2e-5).
@@ -34,12 +34,19 @@ cp "$run/$ckpt" "$w.safetensors.tmp" && mv "$w.safetensors.tmp" "$w.safetensors"
 plain=$tmp/plain.onnx
 $bin export --model "$w.safetensors" --residual -o "$plain"
 $bin export --model "$w.safetensors" --residual --fast -o "$w.onnx"
-# PTQ at each of PERCENTILES (default "99.99 99.995 99.999": the best differs by model): all candidates
+# the same two graphs activation-equalized for INT8 (calibration/equalize.py: same function, channels rescaled)
+cal=$EDGE_SR_DATA/train/yang91
+$bin export --model "$w.safetensors" --residual --equalize "$cal" -o "$tmp/eq_plain.onnx"
+$bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tmp/eq_fast.onnx"
+# PTQ at each of PERCENTILES (default "99.99 99.995 99.999": the best differs by model), of the graphs as
+# exported (ptq*) and equalized (eq*): all candidates
 for pc in ${PERCENTILES:-99.99 99.995 99.999}; do
-  $bin calibrate --onnx "$plain" --images "$EDGE_SR_DATA/train/yang91" -o "$tmp/ptq$pc.int8.onnx" --percentile "$pc" \
-    --bench none --val none
-  $bin calibrate --onnx "$w.onnx" --target cpu --images "$EDGE_SR_DATA/train/yang91" -o "$tmp/ptq$pc.cpu-int8.onnx" \
-    --percentile "$pc" --bench none --val none
+  for v in ptq eq; do
+    if [ $v = ptq ]; then p=$plain; f=$w.onnx; else p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; fi
+    $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" --bench none --val none
+    $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
+      --bench none --val none
+  done
 done
 if [ "$qat_steps" -gt 0 ]; then
   $bin train --qat all --init "$w.safetensors" --out "$tmp/qat" --data "$EDGE_SR_DATA/train" \
@@ -48,7 +55,7 @@ if [ "$qat_steps" -gt 0 ]; then
 fi
 for kind in int8.onnx cpu-int8.onnx; do
   models=()   # distinct file names: eval labels models by file name
-  for pc in ${PERCENTILES:-99.99 99.995 99.999}; do models+=(--model "$tmp/ptq$pc.$kind"); done
+  for pc in ${PERCENTILES:-99.99 99.995 99.999}; do models+=(--model "$tmp/ptq$pc.$kind" --model "$tmp/eq$pc.$kind"); done
   if [ -f "$tmp/qat/dcscn_${preset}_x${scale}.$kind" ]; then
     cp "$tmp/qat/dcscn_${preset}_x${scale}.$kind" "$tmp/qat.$kind"; models+=(--model "$tmp/qat.$kind")
   fi

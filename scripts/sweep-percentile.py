@@ -6,7 +6,7 @@ centre 240x240 HR crops), which neither calibration (yang91 crops) nor the shipp
 The held-out column is the one to choose by; Set5/Set14 are the protocol's test sets and only reported.
 
     .venv/bin/python scripts/sweep-percentile.py CKPT tensorrt|cpu [--percentiles 99.98,99.99,99.995,99.999]
-        [--json OUT.json]
+        [--json OUT.json] [--equalize]
 
 Prints one line per percentile: the PSNR change (dB, luma path as in training validation) per set.
 """
@@ -26,6 +26,7 @@ def main() -> int:
     ap.add_argument("--percentiles", default="99.98,99.99,99.995,99.999")
     ap.add_argument("--data", default=data_root(), help="data folder (default: $EDGE_SR_DATA, else shared/data)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--equalize", action="store_true", help="calibrate the activation-equalized export (export --equalize)")
     a = ap.parse_args()
     if a.data is None:
         ap.error("no data folder: set EDGE_SR_DATA or give --data")
@@ -54,14 +55,14 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="edge-sr-sweep-") as t:
         for pc in [float(v) for v in a.percentiles.split(",")]:
-            fp32, q = prepare_target(Path(a.ckpt), a.target, Path(t), samples, percentile=pc)  # as QAT and shipping
+            fp32, q = prepare_target(Path(a.ckpt), a.target, Path(t), samples, percentile=pc, equalize=a.equalize)  # as QAT and shipping
             m = FakeQuantGraph(onnx.load(str(q)), onnx.load(str(fp32))).module()
             got = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
             m.quant = False
             ref = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
             row = {"percentile": pc, **{s: round(got[s] - ref[s], 4) for s in got}}
             rows.append(row)
-            print(f"{Path(a.ckpt).stem} {a.target} {pc:<8}", " ".join(f"{s} {row[s]:+.3f}" for s in got), flush=True)
+            print(f"{Path(a.ckpt).stem} {a.target}{' equalized' if a.equalize else ''} {pc:<8}", " ".join(f"{s} {row[s]:+.3f}" for s in got), flush=True)
     best = max(rows, key=lambda r: r["heldout"])
     print(f"best on the held-out photos: {best['percentile']}")
     if a.json:

@@ -244,6 +244,7 @@ def _build_module(fq: FakeQuantGraph):
             self.nodes = list(fq.model.graph.node)
             self.attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in self.nodes]
             self.quant = True
+            self.float_nodes: set[str] = set()  # QuantizeLinear nodes to run float (sensitivity studies)
 
         def param(self, name):
             return self.p[self.names[name]]
@@ -275,7 +276,8 @@ def _build_module(fq: FakeQuantGraph):
                 if op == "QuantizeLinear":
                     s, zp, lo, hi = fq.act_q[n.name]
                     v = env[n.input[0]]
-                    env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if self.quant else v
+                    quant = self.quant and n.name not in self.float_nodes
+                    env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if quant else v
                     continue
                 if op == "DequantizeLinear":
                     src = n.input[0]
@@ -441,8 +443,9 @@ def output_step(fq: FakeQuantGraph) -> float | None:
 
 
 def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
-                   percentile: float | None = None) -> tuple[Path, Path]:
-    """Export ``ckpt`` for ``target`` and calibrate it (PTQ; ``percentile`` None: the default). Returns
+                   percentile: float | None = None, equalize: bool = False) -> tuple[Path, Path]:
+    """Export ``ckpt`` for ``target`` (``equalize``: activation-equalized on ``samples``,
+    calibration/equalize.py) and calibrate it (PTQ; ``percentile`` None: the default). Returns
     (float ONNX, Q/DQ ONNX)."""
     from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE, quantize_int8
 
@@ -451,13 +454,13 @@ def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
 
     if target == "tensorrt":
         fp32 = workdir / "plain.onnx"
-        export_onnx(str(ckpt), fp32, residual=True, fast=False)
+        export_onnx(str(ckpt), fp32, residual=True, fast=False, equalize=samples if equalize else None)
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations="int8", keep_float=list(DEFAULT_KEEP_FLOAT),
                       percentile=percentile)
     elif target == "cpu":
         fp32 = workdir / ("fast.onnx" if CPU_INT8["graph"] == "fast" else "plain_cpu.onnx")
-        export_onnx(str(ckpt), fp32, residual=True, fast=CPU_INT8["graph"] == "fast")
+        export_onnx(str(ckpt), fp32, residual=True, fast=CPU_INT8["graph"] == "fast", equalize=samples if equalize else None)
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations=CPU_INT8["activations"],
                       keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], percentile=percentile)

@@ -20,6 +20,10 @@ def add_parser(sub) -> None:
     p.add_argument("--fast", action="store_true",
                    help="rewrite the graph for CPU speed with the same math (PReLU as Mul/Max, merged 1x1 convs; "
                    "deploy/fast_graph.py): what edge-sr ships as the FP32 model; calibrate INT8 from a plain export")
+    p.add_argument("--equalize", metavar="IMAGES", default=None,
+                   help="calibration image folder: export activation-equalized weights for INT8 calibration (the same "
+                   "function, each channel rescaled so that per-tensor INT8 loses less: calibration/equalize.py), "
+                   "verified against the model as given")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17: TensorRT 8.2+ and ONNX Runtime)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--data", default=None, help="data folder holding val/set5 for the verification image")
@@ -31,8 +35,14 @@ def run(args) -> int:
 
     from ..errors import EdgeSRError
 
+    samples = None
+    if args.equalize:
+        from edge_sr.calibration.data import load_calibration_set
+
+        # the crops that edge-sr calibrate takes by default
+        samples = load_calibration_set(args.equalize, crop=(64, 64), crops_per_image=2, min_images=1, max_images=40)
     res = export_onnx(args.model, args.output, residual=args.residual, opset=args.opset,
-                      simplify=not args.no_simplify, data_root=args.data, fast=args.fast)
+                      simplify=not args.no_simplify, data_root=args.data, fast=args.fast, equalize=samples)
     scale = int(res.metadata["scale"])
     if args.scale is not None and args.scale != scale:
         res.path.unlink(missing_ok=True)
@@ -41,5 +51,7 @@ def run(args) -> int:
     print(f"wrote {res.path}: {res.metadata['preset']} x{scale}, output={res.output}, opset {res.opset}, "
           f"{res.nodes} nodes ({ops}){', simplified' if res.simplified else ''}")
     h, w = res.verify_shape
+    if "equalized" in res.metadata:
+        print(f"activation-equalized for INT8 ({res.metadata['equalized']})")
     print(f"verified ONNX Runtime vs PyTorch on {res.verify_image} ({w}x{h} LR luma): max abs diff {res.max_abs_diff:.3g}")
     return 0
