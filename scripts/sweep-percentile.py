@@ -6,7 +6,7 @@ centre 240x240 HR crops), which neither calibration (yang91 crops) nor the shipp
 The held-out column is the one to choose by; Set5/Set14 are the protocol's test sets and only reported.
 
     .venv/bin/python scripts/sweep-percentile.py CKPT tensorrt|cpu [--percentiles 99.98,99.99,99.995,99.999]
-        [--json OUT.json] [--equalize]
+        [--json OUT.json] [--equalize] [--refine]
 
 Prints one line per percentile: the PSNR change (dB, luma path as in training validation) per set.
 """
@@ -27,6 +27,7 @@ def main() -> int:
     ap.add_argument("--data", default=data_root(), help="data folder (default: $EDGE_SR_DATA, else shared/data)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--equalize", action="store_true", help="calibrate the activation-equalized export (export --equalize)")
+    ap.add_argument("--refine", action="store_true", help="also score each file with its ranges refined (calibrate --refine)")
     a = ap.parse_args()
     if a.data is None:
         ap.error("no data folder: set EDGE_SR_DATA or give --data")
@@ -56,15 +57,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="edge-sr-sweep-") as t:
         for pc in [float(v) for v in a.percentiles.split(",")]:
             fp32, q = prepare_target(Path(a.ckpt), a.target, Path(t), samples, percentile=pc, equalize=a.equalize)  # as QAT and shipping
-            m = FakeQuantGraph(onnx.load(str(q)), onnx.load(str(fp32))).module()
-            got = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
-            m.quant = False
-            ref = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
-            row = {"percentile": pc, **{s: round(got[s] - ref[s], 4) for s in got}}
-            rows.append(row)
-            print(f"{Path(a.ckpt).stem} {a.target}{' equalized' if a.equalize else ''} {pc:<8}", " ".join(f"{s} {row[s]:+.3f}" for s in got), flush=True)
+            files = [("", q)]
+            if a.refine:
+                from edge_sr.calibration.refine import refine_file
+
+                refine_file(fp32, q, Path(t) / "refined.onnx", samples)  # as calibrate --refine
+                files.append((" refined", Path(t) / "refined.onnx"))
+            for label, f in files:
+                m = FakeQuantGraph(onnx.load(str(f)), onnx.load(str(fp32))).module()
+                got = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
+                m.quant = False
+                ref = {s: _val_psnr(torch, m, p, scale) for s, p in pairs.items()}
+                row = {"percentile": pc, "equalized": a.equalize, "refined": bool(label),
+                       **{s: round(got[s] - ref[s], 4) for s in got}}
+                rows.append(row)
+                print(f"{Path(a.ckpt).stem} {a.target}{' equalized' if a.equalize else ''}{label} {pc:<8}",
+                      " ".join(f"{s} {row[s]:+.3f}" for s in got), flush=True)
     best = max(rows, key=lambda r: r["heldout"])
-    print(f"best on the held-out photos: {best['percentile']}")
+    print(f"best on the held-out photos: {best['percentile']}{' refined' if best['refined'] else ''}")
     if a.json:
         Path(a.json).write_text(json.dumps({"ckpt": a.ckpt, "target": a.target, "scale": scale, "rows": rows,
                                             "best_heldout": best["percentile"]}, indent=1) + "\n")
