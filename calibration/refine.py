@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -152,24 +153,54 @@ def refine_file(fp32_path: str | Path, qdq_path: str | Path, out_path: str | Pat
                 passes=(COARSE, FINE)) -> tuple[RefineResult, dict | None]:
     """Refine the activation ranges of the Q/DQ file ``qdq_path`` (made from ``fp32_path``) on ``samples``
     (at most ``max_samples`` of them, evenly spread) and write the result to ``out_path``. With
-    ``check_image`` (a [h,w] float32 luma), ONNX Runtime on the written file is compared with the
-    fake-quantized graph (``train.qat.agreement``) and an EdgeSRError raised when they disagree."""
+    ``check_image`` (a [h,w] float32 luma), ONNX Runtime on the new file is compared with its fake-quantized
+    graph (``train.qat.agreement``) before it takes ``out_path``; an EdgeSRError when they disagree."""
+    import onnx
+
+    from edge_sr.train.qat import FakeQuantGraph, _torch, agreement, output_step
+
+    torch = _torch()
+    fq = FakeQuantGraph(onnx.load(str(qdq_path)), onnx.load(str(fp32_path)))
+    module = fq.module()
+    before = agreement(qdq_path, module, check_image, output_step(fq)) if check_image is not None else None
+    if len(samples) > max_samples:
+        samples = samples[np.linspace(0, len(samples) - 1, max_samples).round().astype(int)]
+    threads = torch.get_num_threads()
+    # one thread: many small forward passes, where OpenMP threads gain little and, on a busy machine, spin
+    # (measured: 1.2 s against 0.05 s per pass of 8 16x16 crops with two other jobs on 2 cores)
+    torch.set_num_threads(1)
+    try:
+        res = refine_ranges(fq, module, samples, passes=passes)
+    finally:
+        torch.set_num_threads(threads)
+    src = onnx.load(str(qdq_path))
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.refined-{os.getpid()}.onnx")  # checked before it takes the name
+    try:
+        write_refined(fq, module, tmp, res, {p.key: p.value for p in src.metadata_props})
+        agree = _check(tmp, fp32_path, fq, check_image, before) if check_image is not None else None
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return res, agree
+
+
+def _check(path: Path, fp32_path, fq, check_image: np.ndarray, before: dict) -> dict:
+    """ONNX Runtime's integer kernels on ``path`` against its exact graph: they must agree as well as they did
+    on the file refined (``before``; random test weights put many values at rounding boundaries, and there
+    both files disagree alike), and within train.qat's bounds otherwise."""
     import onnx
 
     from edge_sr.train.qat import AGREE_MEAN_STEPS, AGREE_OVER_1_STEP, FakeQuantGraph, agreement, output_step
 
-    fq = FakeQuantGraph(onnx.load(str(qdq_path)), onnx.load(str(fp32_path)))
-    module = fq.module()
-    if len(samples) > max_samples:
-        samples = samples[np.linspace(0, len(samples) - 1, max_samples).round().astype(int)]
-    res = refine_ranges(fq, module, samples, passes=passes)
-    src = onnx.load(str(qdq_path))
-    write_refined(fq, module, out_path, res, {p.key: p.value for p in src.metadata_props})
-    agree = None
-    if check_image is not None:
-        agree = agreement(out_path, FakeQuantGraph(onnx.load(str(out_path)), onnx.load(str(fp32_path))).module(),
-                          check_image, output_step(fq))
-        if agree.get("step") and (agree["over_1_step"] > AGREE_OVER_1_STEP or agree["mean_steps"] > AGREE_MEAN_STEPS):
-            raise EdgeSRError(f"range refinement: ONNX Runtime on {Path(out_path).name} disagrees with the fake-quantized "
-                              f"graph ({agree['over_1_step']:.2%} of outputs more than one step apart)")
-    return res, agree
+    agree = agreement(path, FakeQuantGraph(onnx.load(str(path)), onnx.load(str(fp32_path))).module(), check_image,
+                      output_step(fq))
+    agree["before"] = before
+    if agree.get("step") and before and before.get("step"):
+        over = max(AGREE_OVER_1_STEP, 1.5 * before["over_1_step"])
+        mean = max(AGREE_MEAN_STEPS, 1.5 * before["mean_steps"])
+        if agree["over_1_step"] > over or agree["mean_steps"] > mean:
+            raise EdgeSRError(f"range refinement: ONNX Runtime's kernels disagree with the exact graph "
+                              f"({agree['over_1_step']:.2%} of outputs more than one step apart, "
+                              f"{before['over_1_step']:.2%} before refinement): nothing written")
+    return agree

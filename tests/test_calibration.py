@@ -366,3 +366,16 @@ def test_range_refinement_lowers_the_files_own_output_error(tiny_checkpoint, ima
         from onnx import numpy_helper
 
         assert any(numpy_helper.to_array(i).dtype == np.int32 for i in mp.graph.initializer)
+
+
+def test_cli_calibrate_refine(fp32, images, tmp_path):
+    out = tmp_path / "m.int8.onnx"
+    r = run_cli("calibrate", "--onnx", str(fp32), "--images", str(images), "-o", str(out), "--crop", "16x16",
+                "--crops-per-image", "1", "--refine", "--val", "none", "--bench", "none")
+    assert r.returncode == 0, r.stderr
+    import re
+
+    assert re.search(r"refined \d+ activation ranges: output MSE .* -> ", r.stdout), r.stdout
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert "edge_sr.range_refine" in meta and meta["edge_sr.precision"] == "int8"
+    assert not list(tmp_path.glob(".m.int8.onnx*"))  # written in place, atomically

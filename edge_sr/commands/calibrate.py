@@ -96,19 +96,24 @@ def run(args) -> int:
                                    min_images=args.batch, max_images=args.max_images)
     res = quantize_int8(fp32, args.output, samples, method=args.method, activations=args.activations,
                         keep_float=keep, percentile=args.percentile, op_types=op_types)
-    if args.refine:
-        from edge_sr.calibration.refine import refine_file
-
-        rr, agree = refine_file(fp32, res.path, res.path, samples, check_image=samples[0, 0])
-        print(f"refined {len(rr.factors)} activation ranges: output MSE on the calibration crops "
-              f"{rr.mse_before:.3g} -> {rr.mse_after:.3g} ({rr.evaluations} evaluations); ONNX Runtime agrees with "
-              f"the exact graph (mean {agree.get('mean_steps', 0):.3f} output steps)")
     trt = "TensorRT-compatible" if args.activations == "int8" else "CPU only, NOT TensorRT-compatible"
     if op_types:
         trt += f"; quantized op types: {', '.join(op_types)}"
     print(f"wrote {res.path}: Q/DQ {args.activations} activations / int8 per-channel weights ({trt}), "
           f"{args.method} calibration on {res.samples} crops {cw}x{ch}, {res.quantized_nodes} QuantizeLinear, "
           f"kept float: {', '.join(res.excluded) or 'none'}")
+    if args.refine:
+        from edge_sr.calibration.refine import refine_file
+
+        try:
+            rr, agree = refine_file(fp32, res.path, res.path, samples, check_image=samples[0, 0])
+        except BaseException:
+            res.path.unlink(missing_ok=True)  # asked for a refined file: no unrefined one under its name
+            raise
+        print(f"refined {len(rr.factors)} activation ranges: output MSE on the calibration crops "
+              f"{rr.mse_before:.3g} -> {rr.mse_after:.3g} ({rr.evaluations} evaluations); ONNX Runtime's kernels "
+              f"against the exact graph: {agree.get('over_1_step', 0):.2%} of outputs more than one step apart "
+              f"({(agree.get('before') or {}).get('over_1_step', 0):.2%} before)")
     if args.val and args.val.lower() != "none":
         ps = protocol_psnr({"fp32": fp32, "int8": res.path}, args.val, threads=args.threads)
         d = ps["int8"] - ps["fp32"]
