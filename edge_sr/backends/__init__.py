@@ -113,7 +113,9 @@ def resolve_model(model: str, scale: int | None = None, prefer: str = "onnx", pr
             p = shipped_path(model, s, kind)
             if p.is_file():
                 return p
-        shipped = sorted(f.name for f in WEIGHTS_DIR.glob("dcscn_*")) if WEIGHTS_DIR.is_dir() else []
+        # one entry per model (dcscn_compact_x2.*: 4 files), not the 4 files of each
+        shipped = sorted({f.name.split(".")[0].removeprefix("dcscn_").replace("_", " ")
+                          for f in WEIGHTS_DIR.glob("dcscn_*")}) if WEIGHTS_DIR.is_dir() else []
         raise EdgeSRError(
             f"no shipped {model} model for x{s} ({prefer}); shipped: {', '.join(shipped) or 'none'}. "
             "Train one (edge-sr train) or pass a model file with --model PATH"
