@@ -13,8 +13,8 @@ compute), so the error minimised is the shipped file's.
 
 Only scales change: a uint8 activation keeps its zero point (its range [lo, hi] scales about 0),
 an int8 one stays symmetric, weights and graph are untouched; int32 biases (CPU files) are
-re-quantized with their convolution's new input scale. The written file is checked against the
-fake-quantized graph by the caller (``train.qat.agreement``), like a QAT file.
+re-quantized with their convolution's new input scale. ``refine_file`` checks the new file with ONNX
+Runtime against the fake-quantized graph (``train.qat.agreement``), like a QAT file, before writing it.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def refine_ranges(fq, module, samples: np.ndarray, *, batch: int = 32, passes=(C
     return RefineResult(before, best, factors, evals)
 
 
-def write_refined(fq, module, out_path: str | Path, result: RefineResult, source_meta: dict | None = None) -> Path:
+def write_refined(fq, module, out_path: str | Path, result: RefineResult) -> Path:
     """The Q/DQ file with ``fq``'s current activation scales (and re-quantized int32 biases) written into
     it, atomically; metadata says what was done."""
     import onnx
@@ -134,8 +134,6 @@ def write_refined(fq, module, out_path: str | Path, result: RefineResult, source
             old = numpy_helper.to_array(by_name[init])
             by_name[init].CopyFrom(numpy_helper.from_array(s.reshape(old.shape), init))
     meta = {p.key: p.value for p in m.metadata_props}
-    if source_meta:
-        meta.update(source_meta)
     meta[META_KEY] = json.dumps({"method": "output MSE, coordinate descent", "mse_before": result.mse_before,
                                  "mse_after": result.mse_after, "evaluations": result.evaluations}, sort_keys=True)
     del m.metadata_props[:]
@@ -173,11 +171,10 @@ def refine_file(fp32_path: str | Path, qdq_path: str | Path, out_path: str | Pat
         res = refine_ranges(fq, module, samples, passes=passes)
     finally:
         torch.set_num_threads(threads)
-    src = onnx.load(str(qdq_path))
     out_path = Path(out_path)
     tmp = out_path.with_name(f".{out_path.name}.refined-{os.getpid()}.onnx")  # checked before it takes the name
     try:
-        write_refined(fq, module, tmp, res, {p.key: p.value for p in src.metadata_props})
+        write_refined(fq, module, tmp, res)  # the Q/DQ file's own metadata is carried by to_qdq
         agree = _check(tmp, fp32_path, fq, check_image, before) if check_image is not None else None
         os.replace(tmp, out_path)
     finally:
