@@ -67,6 +67,10 @@ def main(mode: str) -> int:
     with probe.active():
         gpu, cc = probe.device()
     probe.close()
+    # the fake runtime stands for this device: an engine built here names its GPU and compute capability
+    trt = fake_tensorrt.make_fake_trt("10.3.0", gpu=gpu, cc=cc,
+                                      executor=_device_copy(mode, lambda: opened[-1]._cuda) if real else None)
+    sys.modules["tensorrt"] = trt
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as d:
