@@ -47,7 +47,8 @@ def main(mode: str) -> int:
     if mode == "fake-pycuda":
         from fake_pycuda import install_fake_pycuda
 
-        drv = install_fake_pycuda(lambda mods, k, v: mods.__setitem__(k, v), abort=True)
+        # a device other than the fake runtime's default (Orin, 8.7): the engine must be made for the probed device
+        drv = install_fake_pycuda(lambda mods, k, v: mods.__setitem__(k, v), abort=True, gpu="Fake H200", cc=(9, 0))
         bt.BINDINGS = (bt._PyCuda,)
     elif mode == "pycuda":
         drv = None
