@@ -61,14 +61,12 @@ def main(mode: str) -> int:
         return 2
 
     opened = []
-    trt = fake_tensorrt.make_fake_trt("10.3.0", executor=_device_copy(mode, lambda: opened[-1]._cuda) if real else None)
-    sys.modules["tensorrt"] = trt
-    probe = bt.cuda_api()
+    probe = bt.cuda_api()  # the CUDA binding alone: TensorRT comes in below
     print(f"binding: {probe.versions()}", flush=True)
     with probe.active():
         gpu, cc = probe.device()
     probe.close()
-    # the fake runtime stands for this device: an engine built here names its GPU and compute capability
+    # the fake runtime stands for the probed device: an engine built here names its GPU and compute capability
     trt = fake_tensorrt.make_fake_trt("10.3.0", gpu=gpu, cc=cc,
                                       executor=_device_copy(mode, lambda: opened[-1]._cuda) if real else None)
     sys.modules["tensorrt"] = trt
