@@ -15,8 +15,13 @@
 # re-shipping never makes a file worse). Scored in the ONNX reference arithmetic (eval --int8-arithmetic
 # reference: TensorRT's; free of this CPU's kernel saturation). REFINE=1: the best PTQ file is made again with its
 # activation ranges refined by output error (calibrate --refine; minutes for compact, ~6x for normal) and ships
-# when it is better on the held-out photos. Env: PERCENTILES, REFINE, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48),
-# QAT_LR (2e-5).
+# when it is better on the held-out photos. KEEP_FLOAT (default first_conv): the node groups every PTQ file leaves
+# in float32 (calibrate --keep-float; e.g. first_conv,last_conv: the 1x1 reconstruction conv and the residual it
+# writes stay float, a few percent of the arithmetic; QAT keeps its own default). CAL_IMAGES: the calibration
+# folder of every PTQ, equalization and refinement (default $EDGE_SR_DATA/train/yang91; the BSD200 scenes refine
+# ranges that also fit hard edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
+# cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
+# CAL_IMAGES, KINDS, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
 set -euo pipefail
 preset=${1:?preset}; run=${2:?run folder}; ckpt=${3:-last.safetensors}
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here"
@@ -26,18 +31,26 @@ qat_steps=${QAT_STEPS:-600}
 scale=$(.venv/bin/python -c "from edge_sr.checkpoint import load_checkpoint as l; print(l('$run/$ckpt')[0].scale)")
 w=edge_sr/weights/dcscn_${preset}_x${scale}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pick() {  # JSON of edge-sr eval, file kind -> the candidate (file name less the kind) with the best mean PSNR
-  .venv/bin/python - "$1" "$2" <<'EOF'
+pick() {  # JSON of edge-sr eval, file kind [name prefixes] -> the candidate (file name less the kind) with the best
+  # mean PSNR, among those whose names start with one of the prefixes when given
+  .venv/bin/python - "$@" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))["results"]
-cands = {k: sum(s["psnr"] for s in v.values()) for k, v in r.items() if k != "bicubic"}
-best = max(cands, key=cands.get).rsplit("/", 1)[-1]
+pre = tuple(sys.argv[3:]) or ("",)
+cands = {k.rsplit("/", 1)[-1]: sum(s["psnr"] for s in v.values()) for k, v in r.items() if k != "bicubic"}
+cands = {k: v for k, v in cands.items() if k.startswith(pre)}
+best = max(cands, key=cands.get)
 print(best[: -len(sys.argv[2]) - 1])
 EOF
 }
 for kind in int8.onnx cpu-int8.onnx; do   # the shipped INT8 files stay candidates only for the same weights
   if [ -f "$w.safetensors" ] && [ -f "$w.$kind" ] && cmp -s "$run/$ckpt" "$w.safetensors"; then cp "$w.$kind" "$tmp/shipped.$kind"; fi
 done
+kinds=${KINDS:-int8.onnx cpu-int8.onnx}
+if [ "$kinds" != "int8.onnx cpu-int8.onnx" ] && ! cmp -s "$run/$ckpt" "$w.safetensors"; then
+  echo "KINDS=$kinds re-makes only some INT8 files: only for the checkpoint already shipped ($w.safetensors)" >&2
+  exit 2
+fi
 cp "$run/$ckpt" "$w.safetensors.tmp" && mv "$w.safetensors.tmp" "$w.safetensors"
 .venv/bin/python scripts/heldout.py "$tmp/heldout" >/dev/null
 # TensorRT's INT8 is calibrated from the plain residual export; the shipped FP32 file is the rewritten (--fast) one,
@@ -46,7 +59,8 @@ plain=$tmp/plain.onnx
 $bin export --model "$w.safetensors" --residual -o "$plain"
 $bin export --model "$w.safetensors" --residual --fast -o "$w.onnx"
 # the same two graphs activation-equalized for INT8 (calibration/equalize.py: same function, channels rescaled)
-cal=$EDGE_SR_DATA/train/yang91
+cal=${CAL_IMAGES:-$EDGE_SR_DATA/train/yang91}
+kf=(--keep-float "${KEEP_FLOAT:-first_conv}")
 $bin export --model "$w.safetensors" --residual --equalize "$cal" -o "$tmp/eq_plain.onnx"
 $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tmp/eq_fast.onnx"
 # PTQ at each of PERCENTILES (default "99.99 99.995 99.999": the best differs by model), of the graphs as
@@ -54,9 +68,14 @@ $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tm
 for pc in ${PERCENTILES:-99.99 99.995 99.999}; do
   for v in ptq eq; do
     if [ $v = ptq ]; then p=$plain; f=$w.onnx; else p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; fi
-    $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" --bench none --val none
-    $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
-      --bench none --val none
+    if [[ " $kinds " == *" int8.onnx "* ]]; then
+      $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" "${kf[@]}" \
+        --bench none --val none
+    fi
+    if [[ " $kinds " == *" cpu-int8.onnx "* ]]; then
+      $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
+        "${kf[@]}" --bench none --val none
+    fi
   done
 done
 if [ "$qat_steps" -gt 0 ]; then
@@ -64,7 +83,7 @@ if [ "$qat_steps" -gt 0 ]; then
     --val "$EDGE_SR_DATA/val/set5" --max-steps "$qat_steps" --batch "${QAT_BATCH:-16}" --patch "${QAT_PATCH:-48}" \
     --lr "${QAT_LR:-2e-5}" --no-progress
 fi
-for kind in int8.onnx cpu-int8.onnx; do
+for kind in $kinds; do
   models=()   # distinct file names: eval labels models by file name
   for pc in ${PERCENTILES:-99.99 99.995 99.999}; do models+=(--model "$tmp/ptq$pc.$kind" --model "$tmp/eq$pc.$kind"); done
   if [ -f "$tmp/qat/dcscn_${preset}_x${scale}.$kind" ]; then
@@ -74,13 +93,15 @@ for kind in int8.onnx cpu-int8.onnx; do
   $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference "${models[@]}" \
     --json "$tmp/$kind.json"
   best=$(pick "$tmp/$kind.json" "$kind")
-  if [ "${REFINE:-0}" = 1 ] && [[ $best == ptq* || $best == eq* ]]; then
+  if [ "${REFINE:-0}" = 1 ]; then
     # the best PTQ file again, its activation ranges refined by output error (calibrate --refine); ships if better
-    pc=${best#ptq}; pc=${pc#eq}
-    if [[ $best == eq* ]]; then p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; else p=$plain; f=$w.onnx; fi
+    # than every candidate (the shipped and QAT files included)
+    bp=$(pick "$tmp/$kind.json" "$kind" ptq eq)
+    pc=${bp#ptq}; pc=${pc#eq}
+    if [[ $bp == eq* ]]; then p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; else p=$plain; f=$w.onnx; fi
     if [ "$kind" = int8.onnx ]; then src=$p; tgt=tensorrt; else src=$f; tgt=cpu; fi
     $bin calibrate --onnx "$src" --target "$tgt" --images "$cal" -o "$tmp/refined.$kind" --percentile "$pc" --refine \
-      --bench none --val none
+      "${kf[@]}" --bench none --val none
     $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
       --model "$tmp/refined.$kind" --json "$tmp/refined.$kind.json"
     best=$(pick "$tmp/refined.$kind.json" "$kind")
