@@ -21,7 +21,7 @@
 # folder of every PTQ, equalization and refinement (default $EDGE_SR_DATA/train/yang91; the BSD200 scenes refine
 # ranges that also fit hard edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
 # cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
-# CAL_IMAGES, KINDS, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
+# CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
 set -euo pipefail
 preset=${1:?preset}; run=${2:?run folder}; ckpt=${3:-last.safetensors}
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here"
@@ -61,6 +61,7 @@ $bin export --model "$w.safetensors" --residual --fast -o "$w.onnx"
 # the same two graphs activation-equalized for INT8 (calibration/equalize.py: same function, channels rescaled)
 cal=${CAL_IMAGES:-$EDGE_SR_DATA/train/yang91}
 kf=(--keep-float "${KEEP_FLOAT:-first_conv}")
+cm=(--max-images "${CAL_MAX_IMAGES:-40}")   # calibration images, 2 crops each (refinement time grows with them)
 $bin export --model "$w.safetensors" --residual --equalize "$cal" -o "$tmp/eq_plain.onnx"
 $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tmp/eq_fast.onnx"
 # PTQ at each of PERCENTILES (default "99.99 99.995 99.999": the best differs by model), of the graphs as
@@ -69,12 +70,12 @@ for pc in ${PERCENTILES:-99.99 99.995 99.999}; do
   for v in ptq eq; do
     if [ $v = ptq ]; then p=$plain; f=$w.onnx; else p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; fi
     if [[ " $kinds " == *" int8.onnx "* ]]; then
-      $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" "${kf[@]}" \
+      $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" "${kf[@]}" "${cm[@]}" \
         --bench none --val none
     fi
     if [[ " $kinds " == *" cpu-int8.onnx "* ]]; then
       $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
-        "${kf[@]}" --bench none --val none
+        "${kf[@]}" "${cm[@]}" --bench none --val none
     fi
   done
 done
@@ -101,7 +102,7 @@ for kind in $kinds; do
     if [[ $bp == eq* ]]; then p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; else p=$plain; f=$w.onnx; fi
     if [ "$kind" = int8.onnx ]; then src=$p; tgt=tensorrt; else src=$f; tgt=cpu; fi
     $bin calibrate --onnx "$src" --target "$tgt" --images "$cal" -o "$tmp/refined.$kind" --percentile "$pc" --refine \
-      "${kf[@]}" --bench none --val none
+      "${kf[@]}" "${cm[@]}" --bench none --val none
     $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
       --model "$tmp/refined.$kind" --json "$tmp/refined.$kind.json"
     best=$(pick "$tmp/refined.$kind.json" "$kind")
