@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Which calibration percentile? PTQ of a checkpoint for one INT8 target at several percentiles, each Q/DQ
 file scored exactly (its fake-quantized PyTorch graph, train/qat.py: the ONNX spec's arithmetic, no CPU
-kernel effects) against its own FP32 graph on Set5, Set14 and a held-out set: 12 of the photos (every 48th,
-centre 240x240 HR crops), which neither calibration (yang91 crops) nor the shipped models' training saw.
+kernel effects) against its own FP32 graph on Set5, Set14 and a held-out set: scripts/heldout.py (96 of the photos
+since session 8, every 6th; 12 before: docs/quality/percentile_sweep.txt was made with those 12), centre 240x240 HR
+crops, which neither calibration (yang91 or bsd200 crops) nor the shipped models' training saw.
 The held-out column is the one to choose by; Set5/Set14 are the protocol's test sets and only reported.
 
     .venv/bin/python scripts/sweep-percentile.py CKPT tensorrt|cpu [--percentiles 99.98,99.99,99.995,99.999]
