@@ -47,7 +47,8 @@ for kind in int8.onnx cpu-int8.onnx; do   # the shipped INT8 files stay candidat
   if [ -f "$w.safetensors" ] && [ -f "$w.$kind" ] && cmp -s "$run/$ckpt" "$w.safetensors"; then cp "$w.$kind" "$tmp/shipped.$kind"; fi
 done
 kinds=${KINDS:-int8.onnx cpu-int8.onnx}
-if [ "$kinds" != "int8.onnx cpu-int8.onnx" ] && ! cmp -s "$run/$ckpt" "$w.safetensors"; then
+wants() { [[ " $kinds " == *" $1 "* ]]; }   # is this INT8 file (kind) to be re-made?
+if ! { wants int8.onnx && wants cpu-int8.onnx; } && ! cmp -s "$run/$ckpt" "$w.safetensors"; then
   echo "KINDS=$kinds re-makes only some INT8 files: only for the checkpoint already shipped ($w.safetensors)" >&2
   exit 2
 fi
@@ -69,11 +70,11 @@ $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tm
 for pc in ${PERCENTILES:-99.99 99.995 99.999}; do
   for v in ptq eq; do
     if [ $v = ptq ]; then p=$plain; f=$w.onnx; else p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; fi
-    if [[ " $kinds " == *" int8.onnx "* ]]; then
+    if wants int8.onnx; then
       $bin calibrate --onnx "$p" --images "$cal" -o "$tmp/$v$pc.int8.onnx" --percentile "$pc" "${kf[@]}" "${cm[@]}" \
         --bench none --val none
     fi
-    if [[ " $kinds " == *" cpu-int8.onnx "* ]]; then
+    if wants cpu-int8.onnx; then
       $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
         "${kf[@]}" "${cm[@]}" --bench none --val none
     fi
