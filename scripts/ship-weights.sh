@@ -15,11 +15,11 @@
 # re-shipping never makes a file worse). Scored in the ONNX reference arithmetic (eval --int8-arithmetic
 # reference: TensorRT's; free of this CPU's kernel saturation). REFINE=1: the best PTQ file is made again with its
 # activation ranges refined by output error (calibrate --refine; minutes for compact, ~6x for normal) and ships
-# when it is better on the held-out photos. KEEP_FLOAT (default first_conv): the node groups every PTQ file leaves
-# in float32 (calibrate --keep-float; e.g. first_conv,last_conv: the 1x1 reconstruction conv and the residual it
-# writes stay float, a few percent of the arithmetic; QAT keeps its own default). CAL_IMAGES: the calibration
-# folder of every PTQ, equalization and refinement (default $EDGE_SR_DATA/train/yang91; the BSD200 scenes refine
-# ranges that also fit hard edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
+# when it is better on the held-out photos. KEEP_FLOAT (default first_conv,last_conv): the node groups every PTQ and QAT file leaves
+# in float32 (calibrate --keep-float: the first conv sees the raw input; the reconstruction conv and the residual
+# it writes stay float, a few percent of the arithmetic). CAL_IMAGES: the calibration folder of every PTQ,
+# equalization, refinement and QAT (default $EDGE_SR_DATA/train/bsd200: its scenes give ranges that also fit hard
+# edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
 # cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
 # CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
 set -euo pipefail
@@ -60,8 +60,8 @@ plain=$tmp/plain.onnx
 $bin export --model "$w.safetensors" --residual -o "$plain"
 $bin export --model "$w.safetensors" --residual --fast -o "$w.onnx"
 # the same two graphs activation-equalized for INT8 (calibration/equalize.py: same function, channels rescaled)
-cal=${CAL_IMAGES:-$EDGE_SR_DATA/train/yang91}
-kf=(--keep-float "${KEEP_FLOAT:-first_conv}")
+cal=${CAL_IMAGES:-$EDGE_SR_DATA/train/bsd200}
+kf=(--keep-float "${KEEP_FLOAT:-first_conv,last_conv}")
 cm=(--max-images "${CAL_MAX_IMAGES:-40}")   # calibration images, 2 crops each (refinement time grows with them)
 $bin export --model "$w.safetensors" --residual --equalize "$cal" -o "$tmp/eq_plain.onnx"
 $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tmp/eq_fast.onnx"
@@ -83,7 +83,8 @@ done
 if [ "$qat_steps" -gt 0 ]; then
   $bin train --qat all --init "$w.safetensors" --out "$tmp/qat" --data "$EDGE_SR_DATA/train" \
     --val "$EDGE_SR_DATA/val/set5" --max-steps "$qat_steps" --batch "${QAT_BATCH:-16}" --patch "${QAT_PATCH:-48}" \
-    --lr "${QAT_LR:-2e-5}" --no-progress
+    --lr "${QAT_LR:-2e-5}" --calib-images "$cal" --keep-float "${KEEP_FLOAT:-first_conv,last_conv}" \
+    --calib-max-images "${CAL_MAX_IMAGES:-40}" --no-progress
 fi
 for kind in $kinds; do
   models=()   # distinct file names: eval labels models by file name

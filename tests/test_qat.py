@@ -39,7 +39,9 @@ def ptq(images, tmp_path_factory):
     out = {}
     for target in ("tensorrt", "cpu"):
         d = tmp_path_factory.mktemp(f"ptq_{target}")
-        out[target] = prepare_target(ckpt, target, d, samples)
+        out[target] = prepare_target(ckpt, target, d, samples)  # the default: first and last conv float
+        d = tmp_path_factory.mktemp(f"ptq_{target}_q_out")  # the last conv quantized: a quantized output
+        out[target + ":first_conv"] = prepare_target(ckpt, target, d, samples, keep_float=["first_conv"])
     return out
 
 
@@ -57,12 +59,12 @@ def _ort(path, x, level="ORT_ENABLE_BASIC"):
     return s.run(None, {s.get_inputs()[0].name: x[None, None]})[0]
 
 
-@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+@pytest.mark.parametrize("target", ["tensorrt", "cpu", "tensorrt:first_conv", "cpu:first_conv"])
 def test_fake_quant_graph_is_the_qdq_file(ptq, target):
     """ONNX Runtime evaluating the Q/DQ nodes (and quantizing float biases to int32, as it does when it
     loads the graph) is the reference: the PyTorch graph must give the same output, within one
     quantization step at a few pixels where float summation order decides a rounding."""
-    from edge_sr.train.qat import FakeQuantGraph, output_step
+    from edge_sr.train.qat import FakeQuantGraph, check_step, output_step
 
     fp32, qdq = ptq[target]
     fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
@@ -71,8 +73,9 @@ def test_fake_quant_graph_is_the_qdq_file(ptq, target):
     with torch.no_grad():
         got = m(torch.from_numpy(y)[None, None]).numpy()
     ref = _ort(qdq, y)
-    step = output_step(fq)
-    assert step is not None and step > 0
+    step = check_step(fq)  # the output's Q step, or one 8-bit level where the last conv stays float
+    assert (output_step(fq) is None) == (":" not in target)  # the default keeps the output float
+    assert step > 0
     d = np.abs(got - ref) / step
     assert d.max() <= 2.01 and (d > 0.5).mean() < 0.01, (d.max(), (d > 0.5).mean())
     # without fake quantization it is the float model

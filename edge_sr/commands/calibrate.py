@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--onnx", required=True, help="float32 ONNX from edge-sr export")
     p.add_argument("--images", help="calibration image folder (e.g. the training images)")
     p.add_argument("-o", "--output", help="output INT8 ONNX (e.g. model.int8.onnx)")
-    from edge_sr.calibration.quantize import DEFAULT_PERCENTILE
+    from edge_sr.calibration.quantize import DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE
 
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="percentile",
                    help="range calibration (default: percentile)")
@@ -39,9 +39,9 @@ def add_parser(sub) -> None:
     p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
                    "Runtime, NOT usable by TensorRT")
-    p.add_argument("--keep-float", default="first_conv",
+    p.add_argument("--keep-float", default=",".join(DEFAULT_KEEP_FLOAT),
                    help="comma-separated node groups (first_conv, last_conv, prelu, concat, resize) or node names "
-                   "left in float32; 'none' quantizes all (default first_conv)")
+                   "left in float32; 'none' quantizes all (default %(default)s)")
     p.add_argument("--refine", action="store_true",
                    help="then scale each activation range to minimise the error at the model's output on the "
                    "calibration crops (calibration.refine: output-MSE coordinate descent on the exact Q/DQ arithmetic; "
@@ -80,12 +80,10 @@ def run(args) -> int:
         raise EdgeSRError("give --images DIR and -o OUT.int8.onnx (or --bench-only INT8.onnx)")
     if args.batch < 1 or args.crops_per_image < 1:
         raise EdgeSRError("--batch and --crops-per-image must be at least 1")
-    from edge_sr.calibration.quantize import quantize_int8
-
-    from edge_sr.calibration.quantize import CPU_INT8
+    from edge_sr.calibration.quantize import CPU_INT8, keep_float_from, quantize_int8
 
     ch, cw = parse_shape(args.crop)
-    keep = [] if args.keep_float.lower() == "none" else [k.strip() for k in args.keep_float.split(",") if k.strip()]
+    keep = keep_float_from(args.keep_float)
     op_types = None
     if args.target == "cpu":
         if args.activations == "int8":

@@ -96,6 +96,14 @@ def add_parser(sub) -> None:
     p.add_argument("--qat", nargs="?", const="all", default=S, metavar="TARGET",
                    help="quantization-aware fine-tuning of --init's INT8 files (train/qat.py): cpu, tensorrt or "
                    "all (default); writes them and qat.json to --out; --max-steps = fine-tuning steps")
+    p.add_argument("--calib-images", default=S, metavar="DIR",
+                   help="--qat only: calibration images (default: the bsd200 training folder, else yang91, else the "
+                   "first --data folder)")
+    p.add_argument("--calib-max-images", type=_positive_int, default=S, metavar="N",
+                   help="--qat only: calibration images used, 2 crops of 64x64 each (default: 40)")
+    p.add_argument("--keep-float", default=S, metavar="GROUPS",
+                   help="--qat only: node groups left float32, as edge-sr calibrate --keep-float (default: "
+                   "first_conv,last_conv)")
     p.set_defaults(func=run)
 
 
@@ -176,6 +184,9 @@ def run(args) -> int:
         from edge_sr.train.qat import run_from_train_args
 
         return run_from_train_args(args)
+    qat_only = [k for k in ("calib_images", "calib_max_images", "keep_float") if k in vars(args)]
+    if qat_only:
+        raise EdgeSRError(f"--{qat_only[0].replace('_', '-')} is a --qat option: add --qat, or leave it out")
     from edge_sr.train.loop import train
 
     targs, changed = resolve_args(args)
