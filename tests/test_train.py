@@ -164,3 +164,42 @@ def test_init_across_scales_keeps_all_but_the_last_conv(hr_folder, tmp_path):
     torch.manual_seed(_args(hr_folder, tmp_path).seed)
     fresh = DCSCN(cfg3).state_dict()["last.weight"].numpy()
     np.testing.assert_array_equal(b["last.weight"], fresh)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher(hr_folder, tmp_path):
+    """--teacher: with --distill 1 the teacher's output is the only target. A teacher made to answer wrongly
+    (its residual 8x too strong) must pull the student's output towards itself, where the same steps without
+    a teacher leave it near the HR images; a teacher of another scale is refused in one line."""
+    import torch
+
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.model import DCSCN
+    from edge_sr.train.loop import train
+
+    train(_args(hr_folder, tmp_path / "base", epochs=2), progress=False)
+    cfg, w, _ = load_checkpoint(tmp_path / "base" / "last.safetensors")
+    w = dict(w, **{"last.weight": w["last.weight"] * 8.0})
+    save_checkpoint(tmp_path / "teacher.safetensors", cfg, w)
+    base = str(tmp_path / "base" / "last.safetensors")
+    kw = dict(epochs=10, init=base, lr=5e-3, val=None)
+    train(_args(hr_folder, tmp_path / "plain", **kw), progress=False)
+    train(_args(hr_folder, tmp_path / "dist", teacher=str(tmp_path / "teacher.safetensors"), distill=1.0, **kw),
+          progress=False)
+
+    def net(path):
+        c, ws, _ = load_checkpoint(path)
+        m = DCSCN(c)
+        m.load_state_dict({k: torch.from_numpy(v) for k, v in ws.items()})
+        return m.eval()
+
+    from edge_sr.color import y_from_bgr_u8
+
+    x = torch.from_numpy((y_from_bgr_u8(textured_bgr(40, 48, seed=7)) / 255.0).astype(np.float32))[None, None]
+    with torch.no_grad():
+        t = net(tmp_path / "teacher.safetensors")(x)
+        gap = {n: float((net(tmp_path / n / "last.safetensors")(x) - t).abs().mean()) for n in ("plain", "dist")}
+    assert gap["dist"] < 0.5 * gap["plain"], gap
+    r = run_cli("train", "--data", str(hr_folder), "--out", str(tmp_path / "bad"), "--scale", "3",
+                "--teacher", str(tmp_path / "teacher.safetensors"), "--patch", "16", "--batch", "2", "--epochs", "1",
+                "--steps-per-epoch", "1", "--val", "none", "--no-progress")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "x2 network" in r.stderr, r.stderr

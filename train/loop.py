@@ -52,6 +52,8 @@ class TrainArgs:
     device: str = "auto"
     config: dict | None = field(default=None)  # a full DCSCNConfig dict instead of preset
     init: str | None = None  # start from these weights (fine-tuning): fresh optimizer and schedule
+    teacher: str | None = None  # distillation: a trained checkpoint (any preset, this scale) whose output is a target
+    distill: float = 0.5  # with a teacher: loss = (1 - distill) * loss(HR) + distill * loss(teacher's output)
 
     def model_config(self) -> DCSCNConfig:
         if self.config:
@@ -165,6 +167,22 @@ def _atomic_torch_save(obj, path: Path) -> None:
 SCALE_TENSORS = ("last.weight",)
 
 
+def _load_teacher(path: str, config, device, mem_format):
+    """The distillation teacher: a trained checkpoint of any preset at this run's scale, frozen, in eval mode."""
+    from edge_sr.checkpoint import load_checkpoint
+
+    cfg, weights, _ = load_checkpoint(path)
+    if cfg.scale != config.scale:
+        raise EdgeSRError(f"--teacher {path}: an x{cfg.scale} network, this run trains x{config.scale}")
+    teacher = DCSCN(cfg)
+    teacher.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
+    teacher = teacher.to(device, memory_format=mem_format).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    log.info("distilling from %s (%s x%d)", path, cfg.preset, cfg.scale)
+    return teacher
+
+
 def _load_init(model: DCSCN, config, path: str) -> None:
     """Fine-tuning start. The checkpoint's network must be this run's preset; at the same scale every
     tensor is loaded strictly. At another scale (x2 weights starting an x3/x4 run, the usual way to
@@ -233,6 +251,9 @@ def _train(args: TrainArgs, resume: bool, progress: bool, max_steps: int | None,
     if args.init and state is None:
         _load_init(model, config, args.init)
     model = model.to(device, memory_format=mem_format)
+    if not 0.0 <= args.distill <= 1.0:
+        raise EdgeSRError(f"--distill {args.distill}: a weight between 0 and 1")
+    teacher = _load_teacher(args.teacher, config, device, mem_format) if args.teacher else None
     pairs = load_pairs(args.data, config.scale, min_lr_size=args.patch, progress=progress and rank == 0)
     sampler = PatchSampler(pairs, args.patch, config.scale, seed=args.seed + 1000 * rank)
     val_pairs = []
@@ -287,7 +308,12 @@ def _train(args: TrainArgs, resume: bool, progress: bool, max_steps: int | None,
         if plateau is None:
             for g in opt.param_groups:
                 g["lr"] = lr_at(args, step, total)
-        loss = loss_fn(ddp_model(lr_t), hr_t)
+        sr = ddp_model(lr_t)
+        loss = loss_fn(sr, hr_t)
+        if teacher is not None:
+            with torch.no_grad():
+                soft = teacher(lr_t)
+            loss = (1.0 - args.distill) * loss + args.distill * loss_fn(sr, soft)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip > 0:

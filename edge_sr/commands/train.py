@@ -14,7 +14,7 @@ from pathlib import Path
 DEFAULTS = {
     "preset": "compact", "scale": 2, "epochs": 240, "steps_per_epoch": 500, "batch": 16, "patch": 48,
     "lr": 2e-3, "lr_min": 1e-5, "warmup_steps": 200, "schedule": "cosine", "loss": "l1", "grad_clip": 5.0,
-    "weight_decay": 0.0, "seed": 0, "threads": 0, "device": "auto", "init": None,
+    "weight_decay": 0.0, "seed": 0, "threads": 0, "device": "auto", "init": None, "teacher": None, "distill": 0.5,
 }
 # the peak learning rate where a preset's differs from DEFAULTS["lr"]: measured on an H200 (README, "large x2"),
 # large at 2e-3 left the bicubic start unstably (mean L1 0.044 over the first 500 steps, 37.12 dB on Set5 after
@@ -94,6 +94,12 @@ def add_parser(sub) -> None:
                    help="fine-tune: start from this checkpoint's weights (same preset; another scale's checkpoint "
                    "gives all but the last conv, e.g. x2 weights to start x3/x4), new optimizer and schedule "
                    "(default: none, random He initialisation)")
+    p.add_argument("--teacher", default=S, metavar="CKPT",
+                   help="distillation: a trained checkpoint of any preset at this scale (e.g. the shipped normal or "
+                   "large) whose output is a second target (default: none)")
+    p.add_argument("--distill", type=_non_negative_float, default=S, metavar="W",
+                   help=f"with --teacher: loss = (1 - W) x loss to the HR image + W x loss to the teacher's output "
+                   f"(default: {d['distill']:g})")
     p.add_argument("--resume", action="store_true", help="continue from --out/state.pt with the run's saved options")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="stop after this many steps in this call, state saved (default: run to the end)")
