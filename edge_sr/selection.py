@@ -105,6 +105,24 @@ def _quality_key(r: dict, by_psnr: bool) -> tuple:
     return (r["psnr"],) + size_key if by_psnr else size_key
 
 
+# a model with at least this many times the arithmetic of one already too slow is not measured: INT8 and
+# backend differences between the shipped files are well below it (docs/benchmarks)
+SKIP_ARITHMETIC_RATIO = 3.0
+
+
+def _shipped_gflop(path: str, lr_width: int, lr_height: int) -> float | None:
+    """GFLOP per frame of a shipped model file, from its name (dcscn_<preset>_x<scale>.*), without loading it;
+    None for any other file."""
+    import re
+
+    from .config import PRESET_NAMES, preset
+
+    m = re.match(r"dcscn_([a-z]+)_x(\d)\.", Path(path).name)
+    if not m or m.group(1) not in PRESET_NAMES:
+        return None
+    return preset(m.group(1), int(m.group(2))).gflop_per_frame(lr_height, lr_width)
+
+
 def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, models=None, threads: int = 0,
                headroom: float = DEFAULT_HEADROOM, cache: Path | None = None, seconds: float = 1.0,
                options: dict | None = None, fallback: bool = False) -> tuple[str, str]:
@@ -132,22 +150,30 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
     for c in cands:
         r = _cached_row(cached, c.path, lr_width, lr_height, used)
         (rows.append(r) if r else missing.append(c))
-    measured_now = []
+    measured_now, skipped = [], []
+    need = target_fps * headroom
     if missing:
         log.info("no cached benchmark at %dx%d on this device for %s: measuring now (about %.0f s)", lr_width,
                  lr_height, ", ".join(c.name for c in missing), len(missing) * seconds * 1.5)
         new = []
-        for c in missing:
+        for c in sorted(missing, key=lambda c: _shipped_gflop(c.path, lr_width, lr_height) or 0.0):
+            # a shipped model with several times the arithmetic of one already below the target cannot reach it:
+            # not timed (large on a Raspberry Pi would take minutes)
+            g = _shipped_gflop(c.path, lr_width, lr_height)
+            slow = [r for r in rows + [asdict(x) for x in new] if r.get("gflop_per_frame") and r["fps"] < need]
+            if g and any(g >= SKIP_ARITHMETIC_RATIO * r["gflop_per_frame"] for r in slow):
+                skipped.append(f"{c.name} ({g:.1f} GFLOP per frame)")
+                continue
             new += measure(c, [(lr_width, lr_height)], threads=threads, min_runs=5, seconds=seconds,
                            peak_gflops=dev["peak_gflops_estimate"], options=options)
         rep = report_dict(new, dev, {"threads": used, "sizes": [[lr_width, lr_height]], "seconds_per_item": seconds,
                                      "by": "edge_sr.selection.pick_model"}, ["edge_sr.selection.pick_model"])
-        update_cache(rep, cache_file)
+        if new:
+            update_cache(rep, cache_file)
         for r in new:
             d = dict(asdict(r), _threads=used)
             rows.append(d)
             measured_now.append(d["path"])
-    need = target_fps * headroom
     ok = [r for r in rows if r["fps"] >= need]
     by_psnr = all(r.get("psnr") is not None for r in rows)
     key = lambda r: _quality_key(r, by_psnr)  # noqa: E731
@@ -162,12 +188,14 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
                 f"median {r['median_ms']:.1f} ms{q} ({src})")
 
     size = f"{lr_width}x{lr_height} LR x{scale}"
+    not_timed = (f" Not timed, {SKIP_ARITHMETIC_RATIO:g}x or more the arithmetic of a model already too slow: "
+                 + ", ".join(skipped) + ".") if skipped else ""
     if not ok:
         fastest = max(rows, key=lambda r: r["fps"])
         if fallback:
             log.warning("no model sustains %g FPS at %s on this device (needs %.1f FPS with %.2fx headroom): using the "
                         "fastest, %s", target_fps, size, need, headroom, desc(fastest))
-            return fastest["path"], f"fell back to the fastest: {desc(fastest)} (below the target)"
+            return fastest["path"], f"fell back to the fastest: {desc(fastest)} (below the target).{not_timed}"
         raise EdgeSRError(f"no model sustains {target_fps:g} FPS at {size} on this device (needs {need:.1f} FPS with "
                           f"{headroom:.2f}x headroom); fastest: {desc(fastest)}. Lower the target or the frame size")
     best = max(ok, key=key)
@@ -176,7 +204,7 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
           f"ranked by {basis}, {used} threads."
     if better:
         why += " Higher quality but too slow: " + "; ".join(desc(r) for r in better) + "."
-    return best["path"], why
+    return best["path"], why + not_timed
 
 
 # -- precision of a preset: platform default, then the bench cache ---------------------------------------

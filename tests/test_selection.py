@@ -101,6 +101,28 @@ def test_measures_when_not_cached_or_stale(tiny_checkpoint, tmp_path, cache_dir)
     assert "measured now" in why and len(load_cache(cache_path())["results"]) == 2
 
 
+def test_models_far_beyond_one_too_slow_are_not_timed(tiny_checkpoint, tmp_path, cache_dir):
+    """With no cache, a shipped model with 3x or more the arithmetic of one already below the target is not
+    measured (large on a Pi would take minutes) and the reason says so; when the target is within reach every
+    model is measured."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import shutil
+
+    from edge_sr.deploy.export import export_onnx
+    from edge_sr.selection import cache_path, load_cache, pick_model
+
+    small = export_onnx(tiny_checkpoint, tmp_path / "dcscn_compact_x2.onnx", residual=True).path
+    big = tmp_path / "dcscn_large_x2.onnx"  # named as the shipped large: its arithmetic is read from the name
+    shutil.copy(small, big)
+    chosen, why = pick_model(1e6, 24, 16, 2, models=[str(big), str(small)], seconds=0, fallback=True)
+    assert Path(chosen) == small.resolve()
+    assert "Not timed" in why and "dcscn_large_x2.onnx" in why
+    assert [Path(r["path"]).name for r in load_cache(cache_path())["results"]] == ["dcscn_compact_x2.onnx"]
+    _, why = pick_model(1e-3, 24, 16, 2, models=[str(big), str(small)], seconds=0)
+    assert "Not timed" not in why and len(load_cache(cache_path())["results"]) == 2
+
+
 def test_update_cache_merges_and_keeps_quality(models, cache_dir):
     from edge_sr.selection import cache_path, load_cache
 
