@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                    "the repository)")
     p.add_argument("--scale", type=int, default=2)
     p.add_argument("--model", action="append", default=None,
-                   help="preset (compact/normal), .safetensors, .onnx or .engine; repeat to compare (default: compact)")
+                   help="preset (compact/normal/large), .safetensors, .onnx or .engine; repeat to compare (default: compact)")
     p.add_argument("--no-ssim", action="store_true", help="PSNR only (faster)")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--threads", type=int, default=0)

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
         "residual only (the caller adds cv2's bicubic: faster, and what edge-sr ships). The export is checked "
         "with onnx.checker and verified against PyTorch with ONNX Runtime on a real image.",
     )
-    p.add_argument("--model", default="compact", help="preset (compact/normal) or a .safetensors checkpoint")
+    p.add_argument("--model", default="compact", help="preset (compact/normal/large) or a .safetensors checkpoint")
     p.add_argument("--scale", type=int, default=None, help="checked against the model's scale")
     p.add_argument("-o", "--output", required=True, help="output .onnx file")
     p.add_argument("--residual", action="store_true",

@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("input", metavar="IN")
     p.add_argument("-o", "--output", required=True, metavar="OUT")
     p.add_argument("--scale", type=int, default=None, help="checked against the model's scale (default: the model's)")
-    p.add_argument("--model", default="compact", help="preset (compact/normal), .safetensors, .onnx or .engine")
+    p.add_argument("--model", default="compact", help="preset (compact/normal/large), .safetensors, .onnx or .engine")
     p.add_argument("--precision", choices=("auto", "fp32", "int8"), default=None,
                    help="a preset's shipped file: fp32 (default for stills: best quality), int8 (this platform's INT8 "
                    "file) or auto (the faster on this device: bench cache, else the platform default); a model file "
