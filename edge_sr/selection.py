@@ -156,10 +156,11 @@ def pick_model(target_fps: float, lr_width: int, lr_height: int, scale: int, *, 
         log.info("no cached benchmark at %dx%d on this device for %s: measuring now (about %.0f s)", lr_width,
                  lr_height, ", ".join(c.name for c in missing), len(missing) * seconds * 1.5)
         new = []
-        for c in sorted(missing, key=lambda c: _shipped_gflop(c.path, lr_width, lr_height) or 0.0):
+        gflop = {c.path: _shipped_gflop(c.path, lr_width, lr_height) for c in missing}
+        for c in sorted(missing, key=lambda c: gflop[c.path] or 0.0):
             # a shipped model with several times the arithmetic of one already below the target cannot reach it:
             # not timed (large on a Raspberry Pi would take minutes)
-            g = _shipped_gflop(c.path, lr_width, lr_height)
+            g = gflop[c.path]
             slow = [r for r in rows + [asdict(x) for x in new] if r.get("gflop_per_frame") and r["fps"] < need]
             if g and any(g >= SKIP_ARITHMETIC_RATIO * r["gflop_per_frame"] for r in slow):
                 skipped.append(f"{c.name} ({g:.1f} GFLOP per frame)")

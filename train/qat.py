@@ -644,11 +644,12 @@ def run_from_train_args(args) -> int:
     --val, --batch, --patch, --seed, --threads as for training (their training defaults)."""
     import argparse
 
-    from edge_sr.commands.train import resolve_args
-
     from edge_sr.calibration.quantize import keep_float_from
+    from edge_sr.commands.train import QAT_ONLY, resolve_args
 
-    qat_only = {k: vars(args)[k] for k in ("calib_images", "calib_max_images", "keep_float") if k in vars(args)}
+    qat_only = {k: vars(args)[k] for k in QAT_ONLY if k in vars(args)}  # given ones only: QATArgs has the defaults
+    if "keep_float" in qat_only:
+        qat_only["keep_float"] = tuple(keep_float_from(qat_only["keep_float"]))
     given = {k: v for k, v in vars(args).items() if k != "qat" and k not in qat_only}
     if not given.get("init"):
         raise EdgeSRError("--qat needs --init CKPT (the trained checkpoint whose INT8 files to fine-tune)")
@@ -659,9 +660,7 @@ def run_from_train_args(args) -> int:
                 val=targs.val if targs.val and Path(targs.val).is_dir() else None,
                 steps=DEFAULT_STEPS if args.max_steps is None else args.max_steps, batch=targs.batch,
                 patch=targs.patch, lr=given.get("lr", DEFAULT_LR), seed=targs.seed, threads=targs.threads,
-                progress=not args.no_progress, calib_images=qat_only.get("calib_images"),
-                calib_max_images=qat_only.get("calib_max_images", 40),
-                keep_float=tuple(keep_float_from(qat_only["keep_float"])) if "keep_float" in qat_only else None)
+                progress=not args.no_progress, **qat_only)
     print(summary(run_qat(a)))
     return 0
 

@@ -20,6 +20,8 @@ DEFAULTS = {
 # large at 2e-3 left the bicubic start unstably (mean L1 0.044 over the first 500 steps, 37.12 dB on Set5 after
 # 7,000 steps of 64 patches) where 1e-3 and 5e-4 gave 37.56 after 6,000
 PRESET_LR = {"large": 5e-4}
+# options that only quantization-aware fine-tuning (--qat, train/qat.py) takes
+QAT_ONLY = ("calib_images", "calib_max_images", "keep_float")
 
 
 def _number(kind: type, low: float, above: bool):
@@ -197,7 +199,7 @@ def run(args) -> int:
         from edge_sr.train.qat import run_from_train_args
 
         return run_from_train_args(args)
-    qat_only = [k for k in ("calib_images", "calib_max_images", "keep_float") if k in vars(args)]
+    qat_only = [k for k in QAT_ONLY if k in vars(args)]
     if qat_only:
         raise EdgeSRError(f"--{qat_only[0].replace('_', '-')} is a --qat option: add --qat, or leave it out")
     from edge_sr.train.loop import train
