@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 PRECISION_RANK = {"fp32": 3, "tf32": 3, "fp16": 2, "int8": 1}
 DEFAULT_HEADROOM = 1.1  # the whole-frame FPS must beat the target by 10% (capture and output cost too)
 PRECISIONS = ("auto", "fp32", "int8")
-# the shipped INT8 files: symmetric signed INT8 (TensorRT's, and ONNX Runtime's S8S8) and the CPU file
-# (uint8 activations, from the fast graph: what x86 ONNX Runtime runs fastest)
+# the shipped INT8 files: symmetric signed INT8 on conv inputs (TensorRT's) and the CPU file (uint8
+# activations, from the fast graph: what ONNX Runtime's CPU kernels run, x86 and ARM)
 INT8_KINDS = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
 MAX_INT8_LOSS_DB = 0.15  # auto never picks an INT8 file that the cache says loses more than this
 MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the noise of a bench, and INT8 costs
@@ -229,17 +229,17 @@ def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, b
     """Which INT8 file suits this device, whether INT8 is the default here before anything is measured,
     and why. From ONNX Runtime's documentation (performance/model-optimizations/quantization):
     "x86-64 with VNNI, GPU with Tensor Core int8 support and ARM with dot-product instructions can get
-    better performance in general"; "S8S8 with QDQ is the default setting ... It should be the first
-    choice". MLAS (ONNX Runtime's kernels) runs U8S8 and S8S8 with dot-product kernels on ARM64
-    (UDOT/SDOT, and symmetric-conv kernels for both); on x86 S8S8 goes through a slower path.
+    better performance in general". MLAS (ONNX Runtime's kernels) runs U8S8 and S8S8 with dot-product kernels
+    on ARM64 (UDOT/SDOT, and symmetric-conv kernels for both); on x86 S8S8 goes through a slower path.
+    ONNX Runtime fuses a conv into an integer kernel only with a quantize on its output, which the TensorRT file
+    leaves out (TensorRT's placement, calibration.quantize.TENSORRT_INT8): on any CPU that file runs in float.
 
     * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
     * x86-64: the CPU file (uint8 activations; measured 1.7x+ FP32 for normal x2 on a Zen 5 with
       AVX-512 VNNI, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni).
-    * aarch64: the symmetric S8S8 file, ONNX Runtime's documented first choice, with native SDOT
-      kernels; INT8 default only with the dot-product extension (asimddp: Cortex-A76, Raspberry Pi 5;
-      not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there measures both INT8 files and FP32,
-      and `auto` follows that measurement from then on.
+    * aarch64: the CPU file too (U8S8 on UDOT kernels); INT8 default only with the dot-product extension
+      (asimddp: Cortex-A76, Raspberry Pi 5; not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there
+      measures both INT8 files and FP32, and `auto` follows that measurement from then on.
     * anything else: FP32."""
     names = [providers] if isinstance(providers, str) else list(providers or [])
     if any("tensorrt" in str(p).lower() or str(p).lower() == "trt" for n in names for p in str(n).split(",")):
@@ -251,9 +251,9 @@ def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, b
                                         "x86-64 without VNNI: INT8 is not expected to pay")
     if machine in ("aarch64", "arm64"):
         dot = "asimddp" in flags
-        return INT8_KINDS["tensorrt"], dot, ("ARM64 with dot-product instructions: ONNX Runtime's S8S8 (SDOT) "
-                                             "kernels, the documented first choice; unmeasured here until edge-sr bench runs"
-                                             if dot else "ARM64 without dot-product instructions: FP32")
+        return INT8_KINDS["cpu"], dot, ("ARM64 with dot-product instructions: ONNX Runtime's U8S8 (UDOT) kernels; "
+                                        "unmeasured here until edge-sr bench runs"
+                                        if dot else "ARM64 without dot-product instructions: FP32")
     return INT8_KINDS["cpu"], False, f"{machine}: FP32"
 
 

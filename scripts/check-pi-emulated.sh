@@ -8,8 +8,8 @@
 #
 #   --clean         delete the cached root filesystem first (a full run from scratch)
 #   --fp32 / --int8 / --cpu-int8  the ONNX models (default: the shipped edge_sr/weights/dcscn_compact_x2
-#                   .onnx, .int8.onnx (symmetric S8S8: TensorRT's, the Pi default) and .cpu-int8.onnx (uint8
-#                   activations: U8S8); env EDGE_SR_PI_FP32 / EDGE_SR_PI_INT8 / EDGE_SR_PI_CPU_INT8)
+#                   .onnx, .int8.onnx (symmetric int8 on conv inputs: TensorRT's) and .cpu-int8.onnx (uint8
+#                   activations: U8S8, the Pi default); env EDGE_SR_PI_FP32 / EDGE_SR_PI_INT8 / EDGE_SR_PI_CPU_INT8)
 #   --cache DIR     where the root filesystem and the work folder live (default /var/cache/edge-sr-pi;
 #                   env EDGE_SR_PI_CACHE). Never inside the repo.
 # Env: EDGE_SR_PI_MIRROR (Debian mirror), EDGE_SR_DATA (data folder holding val/set5; default ../shared/data).

@@ -5,8 +5,10 @@
 # docs/quality/<preset>_x<scale>.json (edge-sr eval of all four on $EDGE_SR_DATA/val). Any preset, any scale.
 #
 #   .onnx           FP32, the fast graph (deploy/fast_graph.py): the runtime's FP32 model
-#   .int8.onnx      symmetric signed INT8 Q/DQ from the plain residual export: TensorRT, and ONNX Runtime S8S8 (ARM)
-#   .cpu-int8.onnx  INT8 for ONNX Runtime on CPUs (calibration.quantize.CPU_INT8: uint8 activations, fast graph)
+#   .int8.onnx      symmetric signed INT8 Q/DQ from the plain residual export, on conv inputs: TensorRT
+#                   (calibration.quantize.TENSORRT_INT8)
+#   .cpu-int8.onnx  INT8 for ONNX Runtime on CPUs, x86 and ARM (calibration.quantize.CPU_INT8: uint8 activations,
+#                   fast graph)
 #
 # Both INT8 files are first calibrated (PTQ); then quantization-aware fine-tuning (edge-sr train --qat, QAT_STEPS
 # steps, default 600; QAT_STEPS=0 skips it) makes them again from the checkpoint. Each INT8 file shipped is the

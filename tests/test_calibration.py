@@ -385,3 +385,42 @@ def test_cli_calibrate_refine(fp32, images, tmp_path):
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert "edge_sr.range_refine" in meta and meta["edge_sr.precision"] == "int8"
     assert not list(tmp_path.glob(".m.int8.onnx*"))  # written in place, atomically
+
+
+def test_tensorrt_file_quantizes_conv_inputs_only(fp32, images, tmp_path):
+    """The TensorRT file (calibrate's default target) follows TensorRT's Q/DQ placement: every quantized conv
+    reads DequantizeLinear outputs (data and weights), no conv output is quantized, zero points are int8 0;
+    with fewer roundings its output is closer to FP32 than the every-op placement on the same calibration."""
+    from onnx import numpy_helper
+
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import quantize_int8
+
+    out = tmp_path / "m.int8.onnx"
+    r = run_cli("calibrate", "--onnx", str(fp32), "--images", str(images), "-o", str(out), "--crop", "32x32",
+                "--method", "minmax", "--val", "none", "--bench", "none")
+    assert r.returncode == 0, r.stderr
+    assert "inputs only" in r.stdout
+    mp = onnx.load(str(out))
+    producer = {o: n for n in mp.graph.node for o in n.output}
+    inits = {i.name: numpy_helper.to_array(i) for i in mp.graph.initializer}
+    convs = [n for n in mp.graph.node if n.op_type == "Conv"]
+    quantized = [c for c in convs if producer.get(c.input[1]) is not None
+                 and producer[c.input[1]].op_type == "DequantizeLinear"]
+    assert len(quantized) == len(convs) - 2  # first and last conv float (the default --keep-float)
+    for c in quantized:
+        assert producer[c.input[0]].op_type == "DequantizeLinear", c.name
+    conv_outputs = {o for c in convs for o in c.output}
+    assert not [n.name for n in mp.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in conv_outputs]
+    zps = [inits[n.input[2]] for n in mp.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+           and len(n.input) > 2 and n.input[2] in inits]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    meta = {p.key: p.value for p in mp.metadata_props}
+    assert '"float_outputs": ["Conv"]' in meta["edge_sr.int8"] and '"tensorrt_compatible": true' in meta["edge_sr.int8"]
+
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=2, min_images=8)
+    every_op = quantize_int8(fp32, tmp_path / "all.int8.onnx", s, method="minmax",
+                             keep_float=["first_conv", "last_conv"]).path
+    n_q = [sum(n.op_type == "QuantizeLinear" for n in onnx.load(str(p)).graph.node) for p in (out, every_op)]
+    assert n_q[0] < n_q[1]
+    assert _reference_mse(out, fp32, s) < _reference_mse(every_op, fp32, s)

@@ -176,8 +176,8 @@ def _cpuinfo(root: Path, machine: str, flags: str) -> Path:
     ("x86_64", "fpu sse2 avx2 fma avx512f avx512_vnni", "cpu-int8.onnx", True),
     ("x86_64", "fpu sse2 avx2 fma", "cpu-int8.onnx", False),
     ("aarch64", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
-     "int8.onnx", True),  # Cortex-A76 (Raspberry Pi 5)
-    ("aarch64", "fp asimd evtstrm crc32 cpuid", "int8.onnx", False),  # Cortex-A72 (Pi 4): no dot product
+     "cpu-int8.onnx", True),  # Cortex-A76 (Raspberry Pi 5)
+    ("aarch64", "fp asimd evtstrm crc32 cpuid", "cpu-int8.onnx", False),  # Cortex-A72 (Pi 4): no dot product
     ("riscv64", "", "cpu-int8.onnx", False),
 ])
 def test_platform_int8_from_the_cpu(tmp_path, monkeypatch, machine, flags, kind, default):

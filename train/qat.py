@@ -161,7 +161,13 @@ class FakeQuantGraph:
                     spec.b_param, spec.b_quant, spec.b_init, spec.b_scale_init = pname, quant, init, scale_init
             if spec.b_quant and spec.in_scale is None:
                 raise EdgeSRError(f"QAT: {n.name} has an int32 bias but no quantized input")
-            spec.b_runtime_int32 = bool(spec.b_param and not spec.b_quant and spec.w_quant and spec.in_scale is not None)
+            # ONNX Runtime makes that int32 bias only where it fuses DQ -> Conv -> Q into an integer conv: with a
+            # quantize on the conv's output. The TensorRT file leaves conv outputs float (TENSORRT_INT8): there
+            # the bias stays float, in ONNX Runtime as in TensorRT (measured: rounding it anyway put the fake-quant
+            # graph 0.078 output levels from ONNX Runtime on average, against 0.0006 with the float bias)
+            out_q = [c for c in g.node if n.output[0] in c.input]
+            spec.b_runtime_int32 = bool(spec.b_param and not spec.b_quant and spec.w_quant and spec.in_scale is not None
+                                        and out_q and all(c.op_type == "QuantizeLinear" for c in out_q))
             self.convs[n.name] = spec
         # constants read through a DequantizeLinear by other ops (PRelu slopes of the fast graph)
         conv_inputs = {i for n in g.node if n.op_type == "Conv" for i in n.input[1:]}
@@ -470,7 +476,8 @@ def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
     """Export ``ckpt`` for ``target`` (``equalize``: activation-equalized on ``samples``,
     calibration/equalize.py) and calibrate it (PTQ; ``percentile`` None: the default; ``keep_float``
     None: the target's default groups). Returns (float ONNX, Q/DQ ONNX)."""
-    from edge_sr.calibration.quantize import CPU_INT8, DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE, quantize_int8
+    from edge_sr.calibration.quantize import (CPU_INT8, DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE, TENSORRT_INT8,
+                                              quantize_int8)
 
     percentile = DEFAULT_PERCENTILE if percentile is None else percentile
     from edge_sr.deploy.export import export_onnx
@@ -479,8 +486,9 @@ def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
         fp32 = workdir / "plain.onnx"
         export_onnx(str(ckpt), fp32, residual=True, fast=False, equalize=samples if equalize else None)
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
-        quantize_int8(fp32, qdq, samples, method="percentile", activations="int8",
+        quantize_int8(fp32, qdq, samples, method="percentile", activations=TENSORRT_INT8["activations"],
                       keep_float=list(DEFAULT_KEEP_FLOAT if keep_float is None else keep_float),
+                      op_types=TENSORRT_INT8["op_types"], no_output_quant=TENSORRT_INT8["no_output_quant"],
                       percentile=percentile)
     elif target == "cpu":
         fp32 = workdir / ("fast.onnx" if CPU_INT8["graph"] == "fast" else "plain_cpu.onnx")

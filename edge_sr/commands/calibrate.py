@@ -33,8 +33,8 @@ def add_parser(sub) -> None:
                    help=f"percentile of |activation| for --method percentile (default {DEFAULT_PERCENTILE:g}: measured "
                    "best on held-out photos, scripts/sweep-percentile.py)")
     p.add_argument("--target", choices=("tensorrt", "cpu"), default="tensorrt",
-                   help="tensorrt (default): symmetric signed INT8 everywhere, the .int8.onnx that TensorRT (and ONNX "
-                   "Runtime S8S8) runs; cpu: the .cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "
+                   help="tensorrt (default): the .int8.onnx that TensorRT runs: symmetric signed INT8 on the inputs of "
+                   "each conv, conv outputs float (TensorRT's placement: calibration.quantize.TENSORRT_INT8); cpu: the .cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "
                    "only Conv and Concat quantized: calibration.quantize.CPU_INT8), from the shipped fast FP32 graph")
     p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
@@ -80,23 +80,26 @@ def run(args) -> int:
         raise EdgeSRError("give --images DIR and -o OUT.int8.onnx (or --bench-only INT8.onnx)")
     if args.batch < 1 or args.crops_per_image < 1:
         raise EdgeSRError("--batch and --crops-per-image must be at least 1")
-    from edge_sr.calibration.quantize import CPU_INT8, keep_float_from, quantize_int8
+    from edge_sr.calibration.quantize import CPU_INT8, TENSORRT_INT8, keep_float_from, quantize_int8
 
     ch, cw = parse_shape(args.crop)
     keep = keep_float_from(args.keep_float)
-    op_types = None
+    op_types, float_out = None, None
     if args.target == "cpu":
         if args.activations == "int8":
             raise EdgeSRError("--target cpu makes uint8 activations; for symmetric int8 use --target tensorrt")
         args.activations, op_types = CPU_INT8["activations"], list(CPU_INT8["op_types"])
     args.activations = args.activations or "int8"
+    if args.target == "tensorrt" and args.activations == TENSORRT_INT8["activations"]:
+        op_types, float_out = list(TENSORRT_INT8["op_types"]), list(TENSORRT_INT8["no_output_quant"])
     samples = load_calibration_set(args.images, crop=(ch, cw), crops_per_image=args.crops_per_image,
                                    min_images=args.batch, max_images=args.max_images)
     res = quantize_int8(fp32, args.output, samples, method=args.method, activations=args.activations,
-                        keep_float=keep, percentile=args.percentile, op_types=op_types)
+                        keep_float=keep, percentile=args.percentile, op_types=op_types,
+                        no_output_quant=float_out)
     trt = "TensorRT-compatible" if args.activations == "int8" else "CPU only, NOT TensorRT-compatible"
     if op_types:
-        trt += f"; quantized op types: {', '.join(op_types)}"
+        trt += f"; quantized op types: {', '.join(op_types)}" + (" (inputs only)" if float_out else "")
     print(f"wrote {res.path}: Q/DQ {args.activations} activations / int8 per-channel weights ({trt}), "
           f"{args.method} calibration on {res.samples} crops {cw}x{ch}, {res.quantized_nodes} QuantizeLinear, "
           f"kept float: {', '.join(res.excluded) or 'none'}")
