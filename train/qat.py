@@ -6,13 +6,14 @@
 What it does, per target (``TARGETS``):
 
 1. exports CKPT the way that target's INT8 file is made (``tensorrt``: the plain residual graph,
-   symmetric signed INT8; ``cpu``: the graph of ``calibration.quantize.CPU_INT8``, uint8 activations) and
+   symmetric signed INT8 on conv inputs, ``calibration.quantize.TENSORRT_INT8``; ``cpu``: the graph of ``calibration.quantize.CPU_INT8``, uint8 activations) and
    calibrates it with ONNX Runtime exactly as ``edge-sr calibrate`` does: that Q/DQ file is the
    post-training (PTQ) result and the starting point;
 2. runs that Q/DQ graph in PyTorch (``FakeQuantGraph``: a small interpreter of its own nodes), every
    QuantizeLinear -> DequantizeLinear pair becoming a fake quantization with the file's scale and zero
    point, every quantized weight a per-channel symmetric fake quantization whose scale follows the
-   weight (max |w| / 127, what ONNX Runtime's quantizer computes), an int32 bias one with scale
+   weight (max |w| / 127, what ONNX Runtime's quantizer computes), an int32 bias (one in the file, or
+   one ONNX Runtime makes where it fuses a conv with a quantized output) one with scale
    input scale x weight scale. Kept-float layers stay float because the graph says so: the model
    trained is the graph that ships, not a re-implementation of it;
 3. fine-tunes the convolution weights and biases (L1 on the residual, Adam, cosine decay) with the
