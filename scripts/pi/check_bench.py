@@ -19,7 +19,7 @@ def main(argv) -> int:
         return 1
     e = entries[0]
     missing = [k for k in ("int8.onnx_vs_fp32", "cpu-int8.onnx_vs_fp32") if k not in e]
-    if missing or e.get("platform_int8_file") != "int8.onnx":
+    if missing or e.get("platform_int8_file") != "cpu-int8.onnx":  # the CPU file (U8S8) since session 10
         print(f"CHECK: summary lacks {missing} or names {e.get('platform_int8_file')} as the Pi's INT8 file: {e}")
         return 1
     print(f"RESULT: aarch64 report with both INT8 files beside FP32 (emulated speed: meaningless); Pi INT8 file "
