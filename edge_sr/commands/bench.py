@@ -23,9 +23,9 @@ def add_parser(sub) -> None:
                    help="OpenCV dnn_superres peer, e.g. fsrcnn=FSRCNN_x2.pb or espcn=ESPCN_x2.pb; repeatable. "
                    "Default: the x<scale> FSRCNN/ESPCN files in $EDGE_SR_PEERS when set")
     p.add_argument("--precision", choices=("auto", "fp32", "int8"), default="auto",
-                   help="shipped files of the presets to measure: fp32, int8 (the TensorRT file, which a CPU runs in float "
-                   "arithmetic, and the CPU file), or auto (default): every precision, so that the bench cache can settle which one "
-                   "`--precision auto` runs on this device")
+                   help="shipped files of the presets to measure: fp32, int8 (the TensorRT file, which a CPU runs in "
+                   "float arithmetic, and the CPU file), or auto (default): every precision, so that the bench cache "
+                   "can settle which one `--precision auto` runs on this device")
     p.add_argument("--scale", type=int, default=2, help="upscale factor (default 2); models must match")
     p.add_argument("--size", action="append", default=[], metavar="WxH",
                    help="LR frame size; repeatable (default 320x240, 640x480, 1280x720)")
