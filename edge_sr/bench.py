@@ -282,8 +282,8 @@ def model_candidate(path: str | os.PathLike, scale: int | None = None) -> Candid
 
 def default_candidates(scale: int, precisions=("fp32", "int8")) -> list[Candidate]:
     """Every precision of the shipped presets that exist: the FP32 ONNX, the symmetric INT8 file
-    (TensorRT's: Q/DQ on conv inputs, float arithmetic on a CPU) and the CPU INT8 file (uint8 activations); the checkpoint when no ONNX
-    was shipped. ``precisions`` keeps only fp32 and/or int8 files."""
+    (TensorRT's: Q/DQ on conv inputs, float arithmetic on a CPU) and the CPU INT8 file (uint8 activations);
+    the checkpoint when no ONNX was shipped. ``precisions`` keeps only fp32 and/or int8 files."""
     from .backends import shipped_path
 
     kinds = (["onnx"] if "fp32" in precisions else []) + (["int8.onnx", "cpu-int8.onnx"] if "int8" in precisions else [])

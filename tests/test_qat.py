@@ -62,8 +62,8 @@ def _ort(path, x, level="ORT_ENABLE_BASIC"):
 @pytest.mark.parametrize("target", ["tensorrt", "cpu", "tensorrt:first_conv", "cpu:first_conv"])
 def test_fake_quant_graph_is_the_qdq_file(ptq, target):
     """ONNX Runtime evaluating the Q/DQ nodes (and quantizing float biases to int32 where it fuses a conv with
-    a quantized output, as it does when it loads the graph) is the reference: the PyTorch graph must give the same output, within one
-    quantization step at a few pixels where float summation order decides a rounding."""
+    a quantized output, as it does when it loads the graph) is the reference: the PyTorch graph must give the
+    same output, within one quantization step at a few pixels where float summation order decides a rounding."""
     from edge_sr.train.qat import FakeQuantGraph, check_step, output_step
 
     fp32, qdq = ptq[target]

@@ -6,7 +6,8 @@
 What it does, per target (``TARGETS``):
 
 1. exports CKPT the way that target's INT8 file is made (``tensorrt``: the plain residual graph,
-   symmetric signed INT8 on conv inputs, ``calibration.quantize.TENSORRT_INT8``; ``cpu``: the graph of ``calibration.quantize.CPU_INT8``, uint8 activations) and
+   symmetric signed INT8 on conv inputs, ``calibration.quantize.TENSORRT_INT8``; ``cpu``: the graph of
+   ``calibration.quantize.CPU_INT8``, uint8 activations) and
    calibrates it with ONNX Runtime exactly as ``edge-sr calibrate`` does: that Q/DQ file is the
    post-training (PTQ) result and the starting point;
 2. runs that Q/DQ graph in PyTorch (``FakeQuantGraph``: a small interpreter of its own nodes), every
