@@ -192,3 +192,75 @@ def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
     r = run_cli("calibrate", "--onnx", str(fast), "--target", "cpu", "--activations", "int8", "--images", str(images),
                 "-o", str(tmp_path / "x.onnx"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "--target cpu" in r.stderr
+
+
+@pytest.mark.parametrize("target", ["tensorrt", "cpu"])
+def test_learned_ranges_are_written_as_trained(ptq, target, tmp_path):
+    """--learn-ranges: with its activation scales and zero points moved, the written file is still the
+    fake-quantized graph (ONNX Runtime the reference), the ranges really changed, and the TensorRT file's
+    activations stay symmetric (zero point 0: TensorRT takes no other)."""
+    from onnx import numpy_helper
+
+    from edge_sr.train.qat import FakeQuantGraph, check_step
+
+    fp32, qdq = ptq[target]
+    fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
+    m = fq.module()
+    scales, zps = m.learn_ranges()
+    assert len(scales) >= 5 and (len(zps) == len(scales)) == (target == "cpu") and (target == "cpu" or not zps)
+    m(torch.rand(2, 1, 16, 16)).abs().mean().backward()
+    assert all(float(p.grad.abs().sum()) > 0 for p in scales)  # LSQ gradients reach every scale, and the zero
+    assert sum(float(p.grad.abs().sum()) > 0 for p in zps) >= len(zps) // 2  # points where values clip (LSQ)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in scales:
+            p.add_(torch.empty(1).uniform_(-0.2, 0.2, generator=g))
+        for p in zps:
+            p.add_(torch.empty(1).uniform_(-4, 4, generator=g))
+    path = tmp_path / "learned.onnx"
+    onnx.save(fq.to_qdq(m.trained(), m.learned_ranges()), str(path))
+    y = _y()
+    with torch.no_grad():
+        got = m(torch.from_numpy(y)[None, None]).numpy()
+    ref = _ort(path, y)
+    step = check_step(fq)
+    d = np.abs(got - ref) / step
+    assert d.max() <= 2.01 and (d > 0.5).mean() < 0.01 and d.mean() < 0.01, (d.max(), (d > 0.5).mean(), d.mean())
+    assert np.abs(ref - _ort(qdq, y)).max() > 2 * step  # new ranges, new output
+    new = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    old = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(qdq)).graph.initializer}
+    act = [(n.input[1], n.input[2]) for n in onnx.load(str(qdq)).graph.node if n.op_type == "QuantizeLinear"]
+    assert all(not np.array_equal(new[sc], old[sc]) for sc, _ in act)
+    moved = sum(int(new[zp].item()) != int(old[zp].item()) for _, zp in act)
+    if target == "tensorrt":
+        assert moved == 0 and all(int(new[zp].item()) == 0 for _, zp in act)
+    else:
+        assert moved > len(act) // 2
+
+
+def test_qat_from_refuses_a_file_of_another_checkpoint(ptq, tiny_checkpoint, images, tmp_path):
+    r = run_cli("train", "--qat", "cpu", "--init", str(tiny_checkpoint), "--qat-from", str(ptq["cpu"][1]),
+                "--out", str(tmp_path / "o"), "--data", str(images), "--max-steps", "1")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "another checkpoint" in r.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_qat_from_a_file_with_learned_ranges(ptq, images, tmp_path):
+    """--qat-from FILE --learn-ranges --qat-loss distill through the CLI: FILE's target only, checked, recorded."""
+    from edge_sr.backends import shipped_path
+
+    out = tmp_path / "qat"
+    r = run_cli("train", "--qat", "--init", str(shipped_path("compact", 2, "safetensors")), "--out", str(out),
+                "--qat-from", str(ptq["cpu"][1]), "--learn-ranges", "--qat-loss", "distill", "--data", str(images),
+                "--val", str(images), "--max-steps", "6", "--batch", "4", "--patch", "16", "--threads", "2",
+                "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "qat.json").read_text())
+    assert list(rep["targets"]) == ["cpu"] and rep["learn_ranges"] and rep["qat_loss"] == "distill"
+    t = rep["targets"]["cpu"]
+    assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= 0.05
+    assert t["ranges_changed"]["scale_ratio_min_max"] != [1.0, 1.0]
+    meta = json.loads({p.key: p.value for p in onnx.load(t["file"]).metadata_props}["edge_sr.qat"])
+    assert meta["learn_ranges"] and meta["start"] == ptq["cpu"][1].name
+    assert not (out / "dcscn_compact_x2.int8.onnx").exists()

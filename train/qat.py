@@ -89,6 +89,7 @@ class _ConvSpec:
     # a float bias of a conv with quantized input and weights: ONNX Runtime quantizes it to int32 (scale
     # input_scale * weight_scale) when it loads the graph (its WeightBiasQuantization pass)
     b_runtime_int32: bool = False
+    in_scale_init: str | None = None  # the initializer holding in_scale (learned with --learn-ranges)
 
 
 def _np_from_init(t):
@@ -117,6 +118,7 @@ class FakeQuantGraph:
         self.output = g.output[0].name
         producers = {o: n for n in g.node for o in n.output}
         self.act_q: dict[str, tuple] = {}  # Q node name -> (scale, zero_point, qmin, qmax)
+        self.act_q_inits: dict[str, tuple] = {}  # Q node name -> (scale initializer, zero-point initializer or None)
         self.convs: dict[str, _ConvSpec] = {}
         self.params: dict[str, np.ndarray] = {}
         self.consts: dict[str, np.ndarray] = {}  # dequantized constants (slopes) and float constants
@@ -128,6 +130,7 @@ class FakeQuantGraph:
                     raise EdgeSRError(f"QAT: per-axis activation quantization at {n.name} is not supported")
                 info = np.iinfo(zp.dtype)
                 self.act_q[n.name] = (float(s.reshape(())), int(zp.reshape(())), int(info.min), int(info.max))
+                self.act_q_inits[n.name] = (n.input[1], n.input[2] if len(n.input) > 2 and n.input[2] else None)
         for n in g.node:
             if n.op_type != "Conv":
                 continue
@@ -135,6 +138,7 @@ class FakeQuantGraph:
             x_src = producers.get(n.input[0])
             if x_src is not None and x_src.op_type == "DequantizeLinear":
                 spec.in_scale = float(self.inits[x_src.input[1]].reshape(()))
+                spec.in_scale_init = x_src.input[1]
             for slot, inp in enumerate(n.input[1:3], start=1):
                 if not inp:
                     continue
@@ -192,17 +196,27 @@ class FakeQuantGraph:
             self._module = _build_module(self)
         return self._module
 
-    def to_qdq(self, trained: dict[str, np.ndarray]):
-        """The Q/DQ ModelProto with ``trained`` float weights (param name -> array) quantized into it."""
+    def to_qdq(self, trained: dict[str, np.ndarray], ranges: dict | None = None):
+        """The Q/DQ ModelProto with ``trained`` float weights (param name -> array) quantized into it, and with
+        ``ranges`` (scale initializer -> (scale, zero point), ``module().learned_ranges()``) its activation
+        scales and zero points."""
         import onnx
         from onnx import numpy_helper
 
         m = onnx.ModelProto()
         m.CopyFrom(self.model)
         by_name = {t.name: t for t in m.graph.initializer}
+        ranges = ranges or {}
 
         def put(name, arr):
             by_name[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
+
+        zp_init = {sc: zpi for sc, zpi in self.act_q_inits.values()}
+        for sc_name, (scale, zp) in ranges.items():
+            put(sc_name, np.asarray(scale, np.float32).reshape(self.inits[sc_name].shape))
+            if zp_init.get(sc_name):
+                old = self.inits[zp_init[sc_name]]
+                put(zp_init[sc_name], np.asarray(zp).astype(old.dtype).reshape(old.shape))
 
         for spec in self.convs.values():
             w = trained[spec.w_param].astype(np.float32)
@@ -216,7 +230,8 @@ class FakeQuantGraph:
             if spec.b_param is not None:
                 b = trained[spec.b_param].astype(np.float32)
                 if spec.b_quant:
-                    bs = bias_scale_np(spec.in_scale, weight_scale_np(w))
+                    in_scale = float(ranges[spec.in_scale_init][0]) if spec.in_scale_init in ranges else spec.in_scale
+                    bs = bias_scale_np(in_scale, weight_scale_np(w))
                     put(spec.b_init, np.round(b.astype(np.float64) / bs.astype(np.float64)).astype(np.int32))
                     put(spec.b_scale_init, bs)
                 else:
@@ -253,6 +268,42 @@ def _build_module(fq: FakeQuantGraph):
             self.attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in self.nodes]
             self.quant = True
             self.float_nodes: set[str] = set()  # QuantizeLinear nodes to run float (sensitivity studies)
+            # learned activation ranges (learn_ranges()): one log-scale and one zero point per scale initializer
+            # (Q/DQ pairs that share a scale keep sharing it)
+            self.range_keys: dict[str, str] = {}
+            self.r = torch.nn.ParameterDict()
+
+        def learn_ranges(self):
+            """Make every activation scale and every uint8 zero point trainable (LSQ: torch's
+            _fake_quantize_learnable_per_tensor_affine, zero point rounded and clamped in its forward).
+            Returns (log-scale parameters, zero-point parameters)."""
+            for qname, (s, zp, lo, hi) in fq.act_q.items():
+                sc = fq.act_q_inits[qname][0]
+                if sc in self.range_keys:
+                    continue
+                k = f"r{len(self.range_keys)}"
+                self.range_keys[sc] = k
+                self.r[k + "s"] = torch.nn.Parameter(torch.tensor([math.log(s)], dtype=torch.float32))
+                # signed (TensorRT) activations are symmetric: their zero point stays 0
+                self.r[k + "z"] = torch.nn.Parameter(torch.tensor([float(zp)], dtype=torch.float32),
+                                                     requires_grad=lo == 0)
+            return ([p for k, p in self.r.items() if k.endswith("s")],
+                    [p for k, p in self.r.items() if k.endswith("z") and p.requires_grad])
+
+        def scale_of(self, sc_init: str | None, fallback):
+            k = self.range_keys.get(sc_init) if sc_init else None
+            return torch.exp(self.r[k + "s"]) if k else fallback
+
+        def learned_ranges(self) -> dict:
+            """scale initializer -> (float32 scale, integer zero point) as the fake quantization used them."""
+            out = {}
+            lims = {fq.act_q_inits[q][0]: v[2:] for q, v in fq.act_q.items()}
+            for sc, k in self.range_keys.items():
+                lo, hi = lims[sc]
+                s = np.float32(torch.exp(self.r[k + "s"].detach()).item())
+                zp = int(np.clip(np.rint(float(self.r[k + "z"].detach().item())), lo, hi))
+                out[sc] = (s, zp)
+            return out
 
         def param(self, name):
             return self.p[self.names[name]]
@@ -272,7 +323,8 @@ def _build_module(fq: FakeQuantGraph):
                     s = torch.where(s < torch.finfo(torch.float32).tiny, torch.ones_like(s), s)
                 w = torch.fake_quantize_per_channel_affine(w, s, torch.zeros_like(s, dtype=torch.int32), 0, W_QMIN, W_QMAX)
                 if b is not None and (spec.b_quant or spec.b_runtime_int32):
-                    bs = (torch.tensor(spec.in_scale, dtype=torch.float32) * s).double()
+                    in_scale = self.scale_of(spec.in_scale_init, torch.tensor(spec.in_scale, dtype=torch.float32))
+                    bs = (in_scale.detach().reshape(()) * s).double()
                     bq = torch.round(b.double() / bs) * bs
                     b = b + (bq.float() - b).detach()  # straight-through
             return w, b
@@ -285,7 +337,12 @@ def _build_module(fq: FakeQuantGraph):
                     s, zp, lo, hi = fq.act_q[n.name]
                     v = env[n.input[0]]
                     quant = self.quant and n.name not in self.float_nodes
-                    env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if quant else v
+                    k = self.range_keys.get(fq.act_q_inits[n.name][0])
+                    if quant and k:
+                        env[n.output[0]] = torch._fake_quantize_learnable_per_tensor_affine(
+                            v, torch.exp(self.r[k + "s"]), self.r[k + "z"], lo, hi, 1.0)
+                    else:
+                        env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if quant else v
                     continue
                 if op == "DequantizeLinear":
                     src = n.input[0]
@@ -378,6 +435,15 @@ class QATArgs:
     seed: int = 0
     threads: int = 0
     progress: bool = True
+    qat_from: str | None = None  # a Q/DQ file of --init to fine-tune (one target) instead of a fresh calibration
+    learn_ranges: bool = False  # train activation scales and zero points too (LSQ), written to the file
+    qat_loss: str = "l1"  # "l1": against the HR images; "distill": MSE against the FP32 model's output
+
+
+LOSSES = ("l1", "distill")
+# with --learn-ranges, Adam's step for the log-scales and for the zero points, as multiples of the weights' lr:
+# at the default lr (2e-5) a scale moves at most 0.1% and a zero point 0.05 levels per step
+RANGE_LR_SCALE, RANGE_LR_ZERO_POINT = 50.0, 2500.0
 
 
 def _bicubic_residual_target(torch, lr, hr, scale):
@@ -472,35 +538,61 @@ def default_calib_dir(data: list) -> str:
     return str(data[0])
 
 
+def export_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray | None = None,
+                  equalize: bool = False) -> Path:
+    """The float ONNX graph ``target``'s INT8 file is calibrated from (``equalize``: activation-equalized on
+    ``samples``, calibration/equalize.py)."""
+    from edge_sr.calibration.quantize import CPU_INT8
+    from edge_sr.deploy.export import export_onnx
+
+    if target not in TARGETS:
+        raise EdgeSRError(f"unknown QAT target {target!r}: {', '.join(TARGETS)}")
+    fast = target == "cpu" and CPU_INT8["graph"] == "fast"
+    fp32 = workdir / ("plain.onnx" if target == "tensorrt" else "fast.onnx" if fast else "plain_cpu.onnx")
+    export_onnx(str(ckpt), fp32, residual=True, fast=fast, equalize=samples if equalize else None)
+    return fp32
+
+
+def start_target(path: Path, ckpt_sha256: str) -> str:
+    """The target of an INT8 file ``edge-sr calibrate`` (or QAT) made from the checkpoint with ``ckpt_sha256``;
+    refuses any other file."""
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several kinds for a bad file
+        raise EdgeSRError(f"--qat-from {path}: not an ONNX file ({exc.__class__.__name__})") from None
+    meta = {p.key: p.value for p in m.metadata_props}
+    if not any(n.op_type == "QuantizeLinear" for n in m.graph.node) or "edge_sr.int8" not in meta:
+        raise EdgeSRError(f"--qat-from {path}: not an INT8 (Q/DQ) file made by edge-sr calibrate")
+    if meta.get("edge_sr.source_sha256") != ckpt_sha256:
+        raise EdgeSRError(f"--qat-from {path}: made from another checkpoint than --init "
+                          f"(its source {meta.get('edge_sr.source_checkpoint', '?')})")
+    acts = json.loads(meta["edge_sr.int8"]).get("activations")
+    return "cpu" if acts == "uint8" else "tensorrt"
+
+
 def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
                    percentile: float | None = None, equalize: bool = False,
                    keep_float: tuple | list | None = None) -> tuple[Path, Path]:
-    """Export ``ckpt`` for ``target`` (``equalize``: activation-equalized on ``samples``,
-    calibration/equalize.py) and calibrate it (PTQ; ``percentile`` None: the default; ``keep_float``
-    None: the target's default groups). Returns (float ONNX, Q/DQ ONNX)."""
+    """Export ``ckpt`` for ``target`` (``export_target``) and calibrate it (PTQ; ``percentile`` None: the
+    default; ``keep_float`` None: the target's default groups). Returns (float ONNX, Q/DQ ONNX)."""
     from edge_sr.calibration.quantize import (CPU_INT8, DEFAULT_KEEP_FLOAT, DEFAULT_PERCENTILE, TENSORRT_INT8,
                                               quantize_int8)
 
     percentile = DEFAULT_PERCENTILE if percentile is None else percentile
-    from edge_sr.deploy.export import export_onnx
-
+    fp32 = export_target(ckpt, target, workdir, samples, equalize)
     if target == "tensorrt":
-        fp32 = workdir / "plain.onnx"
-        export_onnx(str(ckpt), fp32, residual=True, fast=False, equalize=samples if equalize else None)
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations=TENSORRT_INT8["activations"],
                       keep_float=list(DEFAULT_KEEP_FLOAT if keep_float is None else keep_float),
                       op_types=TENSORRT_INT8["op_types"], no_output_quant=TENSORRT_INT8["no_output_quant"],
                       percentile=percentile)
-    elif target == "cpu":
-        fp32 = workdir / ("fast.onnx" if CPU_INT8["graph"] == "fast" else "plain_cpu.onnx")
-        export_onnx(str(ckpt), fp32, residual=True, fast=CPU_INT8["graph"] == "fast", equalize=samples if equalize else None)
+    else:
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations=CPU_INT8["activations"],
                       keep_float=list(CPU_INT8["keep_float"] if keep_float is None else keep_float),
                       op_types=CPU_INT8["op_types"], percentile=percentile)
-    else:
-        raise EdgeSRError(f"unknown QAT target {target!r}: {', '.join(TARGETS)}")
     return fp32, qdq
 
 
@@ -524,6 +616,17 @@ def run_qat(a: QATArgs) -> dict:
         raise EdgeSRError("QAT needs --steps >= 0, --batch >= 1 and --patch >= 8")
     if not a.data:
         raise EdgeSRError("QAT needs training images (--data, or set EDGE_SR_DATA)")
+    if a.qat_loss not in LOSSES:
+        raise EdgeSRError(f"unknown QAT loss {a.qat_loss!r}: choose {' or '.join(LOSSES)}")
+    init_sha = file_sha256(ckpt)
+    if a.qat_from:
+        start = Path(a.qat_from)
+        if not start.is_file():
+            raise EdgeSRError(f"--qat-from {start}: no such file")
+        t = start_target(start, init_sha)
+        if tuple(a.targets) not in ((t,), TARGETS):
+            raise EdgeSRError(f"--qat-from {start} is a {t} INT8 file: give --qat {t}")
+        a.targets = (t,)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     threads = a.threads or max(1, os.cpu_count() or 1)
@@ -535,32 +638,47 @@ def run_qat(a: QATArgs) -> dict:
     pairs = load_pairs(a.data, cfg.scale, min_lr_size=a.patch, progress=a.progress)
     val_pairs = [make_pair(f, cfg.scale) for f in list_images(a.val, "validation folder")] if a.val else []
     y_check, check_src = verification_input()
-    report = {"init": str(ckpt), "init_sha256": file_sha256(ckpt), "preset": cfg.preset, "scale": cfg.scale,
+    report = {"init": str(ckpt), "init_sha256": init_sha, "preset": cfg.preset, "scale": cfg.scale,
               "calib_images": calib_dir, "calib_max_images": a.calib_max_images,
               "keep_float": None if a.keep_float is None else list(a.keep_float),
               "steps": a.steps, "batch": a.batch, "patch": a.patch, "lr": a.lr, "seed": a.seed, "threads": threads,
-              "fake_quant": "torch.fake_quantize_per_tensor_affine / per_channel_affine; activation ranges calibrated "
-              f"(ONNX Runtime percentile {DEFAULT_PERCENTILE:g}) and frozen; weight scales max|w|/127 per channel, "
-              "recomputed each step",
+              "qat_from": a.qat_from, "learn_ranges": a.learn_ranges, "qat_loss": a.qat_loss,
+              "fake_quant": "torch.fake_quantize_per_tensor_affine / per_channel_affine; activation ranges "
+              + (f"from {Path(a.qat_from).name}" if a.qat_from else
+                 f"calibrated (ONNX Runtime percentile {DEFAULT_PERCENTILE:g})")
+              + (", then learned (torch._fake_quantize_learnable_per_tensor_affine: scales and zero points)"
+                 if a.learn_ranges else " and frozen")
+              + "; weight scales max|w|/127 per channel, recomputed each step",
               "targets": {}}
     stem = f"dcscn_{cfg.preset}_x{cfg.scale}"
     for target in a.targets:
         t0 = time.time()
         with tempfile.TemporaryDirectory(prefix="edge-sr-qat-") as tmp:
-            fp32, qdq = prepare_target(ckpt, target, Path(tmp), samples, keep_float=a.keep_float)
-            fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
+            if a.qat_from:  # fine-tune that file as it is (its weights, ranges, layout); start from its weights
+                fp32, qdq = export_target(ckpt, target, Path(tmp)), Path(a.qat_from)
+                fq = FakeQuantGraph(onnx.load(str(qdq)), None)
+            else:
+                fp32, qdq = prepare_target(ckpt, target, Path(tmp), samples, keep_float=a.keep_float)
+                fq = FakeQuantGraph(onnx.load(str(qdq)), onnx.load(str(fp32)))
             module = fq.module()
+            # the FP32 model, run by the same interpreter: validation reference and the distillation teacher
+            teacher = FakeQuantGraph(onnx.load(str(fp32)), None).module()
+            teacher.quant = False
+            teacher.requires_grad_(False)
             step_q = check_step(fq)
             ptq_check = agreement(qdq, module, y_check, step_q)
-            rep = {"graph": fp32.name, "ptq_agreement": ptq_check}
+            rep = {"graph": fp32.name, "start": str(qdq) if a.qat_from else "calibrated", "ptq_agreement": ptq_check}
             if val_pairs:
                 rep["val_psnr_ptq"] = _val_psnr(torch, module, val_pairs, cfg.scale)
-                module.quant = False
-                rep["val_psnr_fp32"] = _val_psnr(torch, module, val_pairs, cfg.scale)
-                module.quant = True
+                rep["val_psnr_fp32"] = _val_psnr(torch, teacher, val_pairs, cfg.scale)
             sampler = PatchSampler(pairs, a.patch, cfg.scale, seed=a.seed)
             torch.manual_seed(a.seed)
-            opt = torch.optim.Adam(module.parameters(), lr=a.lr)
+            groups = [{"params": list(module.p.parameters()), "base": a.lr}]
+            if a.learn_ranges:
+                scales, zero_points = module.learn_ranges()
+                groups += [{"params": scales, "base": a.lr * RANGE_LR_SCALE},
+                           {"params": zero_points, "base": a.lr * RANGE_LR_ZERO_POINT}]
+            opt = torch.optim.Adam([g | {"lr": g["base"]} for g in groups])
             losses = []
             bar = None
             if a.progress:
@@ -571,11 +689,16 @@ def run_qat(a: QATArgs) -> dict:
             module.train()
             for step in range(a.steps):
                 for gr in opt.param_groups:  # cosine from lr to lr/20
-                    gr["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, a.steps))))
+                    gr["lr"] = gr["base"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / max(1, a.steps))))
                 lr_np, hr_np = sampler.batch(a.batch)
-                lr_t, hr_t = torch.from_numpy(lr_np), torch.from_numpy(hr_np)
-                target_res = _bicubic_residual_target(torch, lr_t, hr_t, cfg.scale)
-                loss = torch.nn.functional.l1_loss(module(lr_t), target_res)
+                lr_t = torch.from_numpy(lr_np)
+                if a.qat_loss == "distill":
+                    with torch.no_grad():
+                        target_res = teacher(lr_t)
+                    loss = torch.nn.functional.mse_loss(module(lr_t), target_res)
+                else:
+                    target_res = _bicubic_residual_target(torch, lr_t, torch.from_numpy(hr_np), cfg.scale)
+                    loss = torch.nn.functional.l1_loss(module(lr_t), target_res)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -593,10 +716,19 @@ def run_qat(a: QATArgs) -> dict:
             module.eval()
             if val_pairs:
                 rep["val_psnr_qat"] = _val_psnr(torch, module, val_pairs, cfg.scale)
-            qm = fq.to_qdq(module.trained())
+            ranges = module.learned_ranges() if a.learn_ranges else None
+            if ranges:
+                rep["ranges_changed"] = {"scale_ratio_min_max": [min(float(v[0]) / fq.inits[k].item() for k, v in ranges.items()),
+                                                                 max(float(v[0]) / fq.inits[k].item() for k, v in ranges.items())],
+                                         "zero_points_moved": sum(1 for k, v in ranges.items() if k in _zp_of(fq)
+                                                                  and v[1] != int(fq.inits[_zp_of(fq)[k]].item()))}
+            qm = fq.to_qdq(module.trained(), ranges)
             meta = {p.key: p.value for p in qm.metadata_props}
-            meta[META_KEY] = json.dumps({k: report[k] for k in ("init_sha256", "steps", "batch", "patch", "lr", "seed")}
-                                        | {"target": target, "fake_quant": "torch.fake_quantize_*_affine, frozen calibrated ranges"},
+            meta[META_KEY] = json.dumps({k: report[k] for k in ("init_sha256", "steps", "batch", "patch", "lr", "seed",
+                                                                 "learn_ranges", "qat_loss")}
+                                        | {"target": target, "fake_quant": "torch.fake_quantize_*_affine, "
+                                           + ("learned ranges" if a.learn_ranges else "frozen calibrated ranges"),
+                                           "start": Path(a.qat_from).name if a.qat_from else "calibrated"},
                                         sort_keys=True)
             del qm.metadata_props[:]
             for k, v in meta.items():
@@ -619,6 +751,11 @@ def run_qat(a: QATArgs) -> dict:
     with atomic_path(out / "qat.json") as tmp:
         Path(tmp).write_text(json.dumps(report, indent=1) + "\n")
     return report
+
+
+def _zp_of(fq: FakeQuantGraph) -> dict:
+    """scale initializer -> its zero-point initializer (activations with one)."""
+    return {sc: zp for sc, zp in fq.act_q_inits.values() if zp}
 
 
 def summary(report: dict) -> str:
@@ -688,6 +825,11 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-max-images", type=int, default=40, help="calibration images used, 2 crops each (default 40)")
     ap.add_argument("--keep-float", default=None,
                     help="node groups left float32, as edge-sr calibrate --keep-float (default first_conv,last_conv)")
+    ap.add_argument("--qat-from", default=None, metavar="FILE",
+                    help="fine-tune this INT8 file of --init instead of a fresh calibration (its target only)")
+    ap.add_argument("--learn-ranges", action="store_true", help="train activation scales and zero points too")
+    ap.add_argument("--qat-loss", choices=LOSSES, default="l1",
+                    help="l1 to the HR images (default) or distill: MSE to the FP32 model's output")
     ap.add_argument("--val", default=str(Path(data) / "val" / "set5") if data else None)
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     ap.add_argument("--batch", type=int, default=16)
@@ -709,7 +851,8 @@ def main(argv=None) -> int:
                     keep_float=None if args.keep_float is None else tuple(keep_float_from(args.keep_float)),
                     val=args.val if args.val and Path(args.val).is_dir() else None,
                     steps=args.steps, batch=args.batch, patch=args.patch, lr=args.lr, seed=args.seed,
-                    threads=args.threads, progress=not args.no_progress)
+                    threads=args.threads, progress=not args.no_progress, qat_from=args.qat_from,
+                    learn_ranges=args.learn_ranges, qat_loss=args.qat_loss)
         print(summary(run_qat(a)))
     except EdgeSRError as exc:
         if os.environ.get("EDGE_SR_DEBUG"):

@@ -21,7 +21,7 @@ DEFAULTS = {
 # 7,000 steps of 64 patches) where 1e-3 and 5e-4 gave 37.56 after 6,000
 PRESET_LR = {"large": 5e-4}
 # options that only quantization-aware fine-tuning (--qat, train/qat.py) takes
-QAT_ONLY = ("calib_images", "calib_max_images", "keep_float")
+QAT_ONLY = ("calib_images", "calib_max_images", "keep_float", "qat_from", "learn_ranges", "qat_loss")
 
 
 def _number(kind: type, low: float, above: bool):
@@ -117,6 +117,13 @@ def add_parser(sub) -> None:
     p.add_argument("--keep-float", default=S, metavar="GROUPS",
                    help="--qat only: node groups left float32, as edge-sr calibrate --keep-float (default: "
                    "first_conv,last_conv)")
+    p.add_argument("--qat-from", default=S, metavar="FILE",
+                   help="--qat only: fine-tune this INT8 file of --init (e.g. the shipped one, or the best "
+                   "calibration) instead of a fresh calibration; its target only (default: calibrate)")
+    p.add_argument("--learn-ranges", action="store_true", default=S,
+                   help="--qat only: train the activation scales and zero points too (default: frozen)")
+    p.add_argument("--qat-loss", choices=("l1", "distill"), default=S,
+                   help="--qat only: l1 to the HR images, or distill: MSE to the FP32 model's output (default: l1)")
     p.set_defaults(func=run)
 
 
