@@ -17,13 +17,14 @@
 # re-shipping never makes a file worse). Scored in the ONNX reference arithmetic (eval --int8-arithmetic
 # reference: TensorRT's; free of this CPU's kernel saturation). REFINE=1: the best PTQ file is made again with its
 # activation ranges refined by output error (calibrate --refine; minutes for compact, ~6x for normal) and ships
-# when it is better on the held-out photos. KEEP_FLOAT (default first_conv,last_conv): the node groups every PTQ and QAT file leaves
+# when it is better on the held-out photos. QAT_BEST_STEPS=N (default 0): the best file then gets N steps of QAT
+# of its own (train --qat-from FILE --learn-ranges --qat-loss distill) and ships when that is better. KEEP_FLOAT (default first_conv,last_conv): the node groups every PTQ and QAT file leaves
 # in float32 (calibrate --keep-float: the first conv sees the raw input; the reconstruction conv and the residual
 # it writes stay float, a few percent of the arithmetic). CAL_IMAGES: the calibration folder of every PTQ,
 # equalization, refinement and QAT (default $EDGE_SR_DATA/train/bsd200: its scenes give ranges that also fit hard
 # edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
 # cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
-# CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
+# CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BEST_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
 set -euo pipefail
 preset=${1:?preset}; run=${2:?run folder}; ckpt=${3:-last.safetensors}
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here"
@@ -110,6 +111,19 @@ for kind in $kinds; do
     $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
       --model "$tmp/refined.$kind" --json "$tmp/refined.$kind.json"
     best=$(pick "$tmp/refined.$kind.json" "$kind")
+  fi
+  if [ "${QAT_BEST_STEPS:-0}" -gt 0 ]; then
+    # the best file so far fine-tuned as it is (edge-sr train --qat-from: its weights, ranges and layout), its
+    # activation ranges learned too, distilled from the FP32 model (MSE to its output: the loss that measures
+    # what INT8 costs); ships if better on the held-out photos
+    if [ "$kind" = int8.onnx ]; then tgt=tensorrt; else tgt=cpu; fi
+    $bin train --qat "$tgt" --init "$w.safetensors" --qat-from "$tmp/$best.$kind" --learn-ranges --qat-loss distill \
+      --out "$tmp/qatbest_$kind" --data "$EDGE_SR_DATA/train" --val "$tmp/heldout" --max-steps "$QAT_BEST_STEPS" \
+      --batch "${QAT_BATCH:-16}" --patch "${QAT_PATCH:-48}" --lr "${QAT_LR:-2e-5}" --no-progress
+    cp "$tmp/qatbest_$kind/dcscn_${preset}_x${scale}.$kind" "$tmp/qatbest.$kind"
+    $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
+      --model "$tmp/qatbest.$kind" --json "$tmp/qatbest.$kind.json"
+    best=$(pick "$tmp/qatbest.$kind.json" "$kind")
   fi
   cp "$tmp/$best.$kind" "$w.$kind.tmp" && mv "$w.$kind.tmp" "$w.$kind"
   echo "shipped the $best $kind (best on the held-out photos: $tmp/$kind.json)"
