@@ -30,6 +30,12 @@ integer range, as ONNX QuantizeLinear does, and pass gradients straight through 
 (zero outside: clipped values learn nothing, as in the integer graph). Ranges are calibrated (ONNX
 Runtime's percentile calibrator, the same as PTQ) and frozen, not learned: at 8 bits the calibrated
 ranges lose little, the weights adapt to them, and the written file needs nothing but new weights.
+
+Variants (session 11, docs/deploy.md "QAT of the best file"): ``--qat-from FILE`` fine-tunes a given INT8 file of
+--init (its weights, ranges and layout: e.g. the best calibration) instead of step 1; ``--qat-loss distill`` trains
+toward the FP32 model's output (MSE) instead of L1 to the HR images; ``--learn-ranges`` trains every activation
+scale and every uint8 zero point too (torch's LSQ op ``_fake_quantize_learnable_per_tensor_affine``, which rounds
+and clamps the zero point as the file stores it) and writes them into the file; signed (TensorRT) zero points stay 0.
 """
 
 from __future__ import annotations
