@@ -217,7 +217,7 @@ class FakeQuantGraph:
         def put(name, arr):
             by_name[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(arr), name))
 
-        zp_init = {sc: zpi for sc, zpi in self.act_q_inits.values()}
+        zp_init = _zp_of(self)
         for sc_name, (scale, zp) in ranges.items():
             put(sc_name, np.asarray(scale, np.float32).reshape(self.inits[sc_name].shape))
             if zp_init.get(sc_name):
@@ -724,10 +724,11 @@ def run_qat(a: QATArgs) -> dict:
                 rep["val_psnr_qat"] = _val_psnr(torch, module, val_pairs, cfg.scale)
             ranges = module.learned_ranges() if a.learn_ranges else None
             if ranges:
-                rep["ranges_changed"] = {"scale_ratio_min_max": [min(float(v[0]) / fq.inits[k].item() for k, v in ranges.items()),
-                                                                 max(float(v[0]) / fq.inits[k].item() for k, v in ranges.items())],
-                                         "zero_points_moved": sum(1 for k, v in ranges.items() if k in _zp_of(fq)
-                                                                  and v[1] != int(fq.inits[_zp_of(fq)[k]].item()))}
+                zps = _zp_of(fq)
+                ratios = [float(v[0]) / fq.inits[k].item() for k, v in ranges.items()]
+                rep["ranges_changed"] = {"scale_ratio_min_max": [min(ratios), max(ratios)],
+                                         "zero_points_moved": sum(1 for k, v in ranges.items()
+                                                                  if k in zps and v[1] != int(fq.inits[zps[k]].item()))}
             qm = fq.to_qdq(module.trained(), ranges)
             meta = {p.key: p.value for p in qm.metadata_props}
             meta[META_KEY] = json.dumps({k: report[k] for k in ("init_sha256", "steps", "batch", "patch", "lr", "seed",
