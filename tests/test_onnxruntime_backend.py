@@ -164,7 +164,39 @@ def test_int8_arithmetic_is_exact(tmp_path):
     so.intra_op_num_threads = 1
     plain = ort.InferenceSession(str(tmp_path / "sat.onnx"), so, providers=["CPUExecutionProvider"])
     got = plain.run(None, {"x": x[None, None]})[0][0, 0, 8:10, 8:10].ravel()
-    if cpu_record().get("int8_isa") == "avx2":  # no VNNI: what the session option prevents
+    isa = cpu_record().get("int8_isa")
+    if isa == "avx2":  # no VNNI: what the session option prevents
         assert (got < want).all(), (got, want)
+    elif isa in ("avx512_vnni", "avx_vnni"):  # VNNI sums in int32: exact without the option (so it is not set)
+        np.testing.assert_array_equal(got, want)
     with pytest.raises(Exception, match="int8 arithmetic"):
         OnnxUpscaler(tmp_path / "sat.onnx", int8_arithmetic="exact")
+
+
+@pytest.mark.parametrize("machine, isa, saturates", [
+    ("x86_64", "avx2", True), ("x86_64", "avx512bw", True), ("x86_64", "other", True), ("AMD64", "avx2", True),
+    ("x86_64", "avx512_vnni", False), ("x86_64", "avx_vnni", False), ("aarch64", "neon", False),
+    ("armv7l", "other", False)])
+def test_u8s8_saturates(machine, isa, saturates):
+    """x86 without VNNI (or with unreadable flags) saturates; VNNI and ARM do not."""
+    from edge_sr.backends.onnxruntime import u8s8_saturates
+
+    assert u8s8_saturates(isa, machine) is saturates
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_x86_fix_only_where_the_kernels_saturate(tmp_path, monkeypatch, saturates):
+    """A u8s8 Q/DQ file's session carries `session.x64quantprecision` exactly where u8s8 saturates: on a VNNI CPU
+    the option only costs speed (ONNX Runtime applies it on every AVX2 x86, VNNI or not)."""
+    import edge_sr.backends.onnxruntime as be
+
+    monkeypatch.setattr(be, "u8s8_saturates", lambda *a, **k: saturates)
+    _saturating_qdq(tmp_path / "sat.onnx")
+    with be.OnnxUpscaler(tmp_path / "sat.onnx", threads=1) as q:
+        assert q.exact_x86 is saturates
+        so = q._sess.get_session_options()
+        if saturates:
+            assert so.get_session_config_entry(be.X64_EXACT_KEY) == "1"
+        else:
+            with pytest.raises(Exception, match="does not have configuration"):
+                so.get_session_config_entry(be.X64_EXACT_KEY)

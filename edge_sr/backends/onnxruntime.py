@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -35,20 +36,43 @@ INT8_ARITHMETIC = ("kernels", "reference")
 
 # x86 without VNNI: ONNX Runtime's u8s8 kernels add pairs of u8 x s8 products in int16 (VPMADDUBSW) and saturate
 # where two large ones meet (measured: compact x4's .int8.onnx -0.142 dB on Set5 against its FP32, -0.065 in exact
-# arithmetic). This session option makes ONNX Runtime take the u8u8 path for weights outside [-64, 63] on such CPUs
-# only (onnxruntime's "convert u8s8 matrix multiplication to u8u8 if needed"): the exact sums, at ~9% of normal x2's
-# INT8 speed here; no effect with VNNI or on ARM. ONNX Runtime 1.32 fails to load some Q/DQ graphs with it ("Attempt
-# to replace the existing tensor": S8S8 activations on the fast graph, not a shipped file): those load without it.
+# arithmetic). This session option makes ONNX Runtime rewrite int8 weights outside [-64, 63] to uint8 and take its
+# u8u8 kernels: the exact sums. ONNX Runtime applies it on every x86 CPU with AVX2 (MlasPlatformU8S8Overflow() only
+# compares dispatch tables), VNNI or not, and with VNNI its u8s8 kernels were exact already (VPDPBUSD sums in int32):
+# there it only costs speed, measured on an AVX-512 VNNI EPYC (Zen 4): normal x2's .cpu-int8.onnx 308 ms with it,
+# 190 ms without (model only, 320x240, 2 threads; docs/benchmarks/README.md). So it is set only where the kernels
+# saturate (u8s8_saturates). ONNX Runtime 1.32 fails to load some Q/DQ graphs with it ("Attempt to replace the
+# existing tensor": S8S8 activations on the fast graph, not a shipped file): those load without it.
 X64_EXACT_KEY = "session.x64quantprecision"
+_X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
+# INT8 dot-product paths (edge_sr.bench.int8_isa) whose u8s8 sums are 32-bit: MLAS's AVX-512 VNNI and AVX-VNNI kernels
+_EXACT_U8S8_ISAS = ("avx512_vnni", "avx_vnni")
 
 
-def open_session(ort, path, options, providers):
-    """(InferenceSession, exact_x86): with ``options(True)`` (the x86 saturation fix), else, when ONNX Runtime
-    cannot apply that to this graph, with ``options(False)``; an error of the second try is the caller's."""
-    try:
-        return ort.InferenceSession(str(path), sess_options=options(True), providers=providers), True
-    except Exception as exc:  # noqa: BLE001 - whatever the first try hit, the second try decides
-        log.debug("ONNX Runtime could not load %s with %s (%s): loading it without", path, X64_EXACT_KEY, exc)
+def u8s8_saturates(isa: str | None = None, machine: str | None = None) -> bool:
+    """Whether ONNX Runtime's u8s8 INT8 kernels can saturate on this CPU: x86 without VNNI (AVX2, AVX-512 without
+    VNNI, SSE4.1), or an x86 CPU whose flags cannot be read (assumed the worst). False on ARM, where the option does
+    not exist, and on VNNI."""
+    if (machine or platform.machine()).lower() not in _X86_MACHINES:
+        return False
+    if isa is None:
+        from ..bench import int8_isa
+
+        isa = int8_isa()
+    return isa not in _EXACT_U8S8_ISAS
+
+
+def open_session(ort, path, options, providers, exact: bool | None = None):
+    """(InferenceSession, exact_x86). Where this CPU's u8s8 kernels saturate (``exact`` None: u8s8_saturates()),
+    first with ``options(True)`` (the x86 saturation fix), then, when ONNX Runtime cannot apply that to this graph,
+    with ``options(False)``; elsewhere with ``options(False)``. An error of the last try is the caller's."""
+    if exact is None:
+        exact = u8s8_saturates()
+    if exact:
+        try:
+            return ort.InferenceSession(str(path), sess_options=options(True), providers=providers), True
+        except Exception as exc:  # noqa: BLE001 - whatever the first try hit, the second try decides
+            log.debug("ONNX Runtime could not load %s with %s (%s): loading it without", path, X64_EXACT_KEY, exc)
     return ort.InferenceSession(str(path), sess_options=options(False), providers=providers), False
 
 
