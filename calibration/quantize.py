@@ -246,6 +246,88 @@ def quantize_int8(
     return QuantizeResult(out_path, method, activations, excluded, n_q, float_nodes, len(samples))
 
 
+def tie_concat_inputs(mp) -> int:
+    """Give every quantized input of each quantized Concat the Concat's own output scale and zero point, in place.
+
+    ONNX Runtime fuses DQ -> Concat -> Q into QLinearConcat, which requantizes every input byte through a lookup
+    table unless that input already has the output's scale and zero point, then it copies (qlinear_concat.cc,
+    LOOKUP_TABLE_IS_COPY). DCSCN's big Concat (every feature layer's output) took 13% of normal x2's CPU INT8 time
+    on an AVX-512 VNNI EPYC (scripts/profile_ort.py). The inputs' own scales were 0.89-1.33x the Concat's (normal
+    x2), so one shared range rounds them alike (measured: docs/benchmarks/README.md). Each input's producing
+    QuantizeLinear and every DequantizeLinear of it change together, and each int32 conv bias that reads the
+    tensor is requantized to its new input scale (bias scale = input scale x weight scale, which ONNX Runtime
+    needs to fuse QLinearConv). Returns the number of tensors tied; an input that feeds two Concats is tied once."""
+    from onnx import numpy_helper as nh
+
+    g = mp.graph
+    init = {t.name: t for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    cons: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+
+    def arr(name):
+        return nh.to_array(init[name])
+
+    def put(name, value):
+        init[name].CopyFrom(nh.from_array(np.ascontiguousarray(value).astype(arr(name).dtype).reshape(arr(name).shape),
+                                          name))
+
+    tied: set[str] = set()
+    for c in [n for n in g.node if n.op_type == "Concat"]:
+        outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
+        if len(outs) != 1 or len(outs[0].input) < 3:
+            continue
+        ys, yz = arr(outs[0].input[1]), arr(outs[0].input[2])
+        for inp in c.input:
+            dq = prod.get(inp)
+            if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
+                continue
+            t = dq.input[0]
+            qn = prod.get(t)
+            if t in tied or qn is None or qn.op_type != "QuantizeLinear" or arr(dq.input[2]).dtype != yz.dtype:
+                continue
+            dqs = [n for n in cons.get(t, []) if n.op_type == "DequantizeLinear"]
+            for n in [qn] + dqs:
+                put(n.input[1], ys)
+                put(n.input[2], yz)
+            for d in dqs:  # int32 biases of the convs that read this tensor
+                for conv in [n for n in cons.get(d.output[0], []) if n.op_type == "Conv" and len(n.input) > 2]:
+                    bdq, wdq = prod.get(conv.input[2]), prod.get(conv.input[1])
+                    if (bdq is None or wdq is None or bdq.op_type != "DequantizeLinear"
+                            or bdq.input[0] not in init or arr(bdq.input[0]).dtype != np.int32):
+                        continue
+                    b = arr(bdq.input[0]).astype(np.float64) * arr(bdq.input[1]).astype(np.float64)
+                    bs = (np.float32(ys.reshape(-1)[0]) * arr(wdq.input[1]).astype(np.float32)).astype(np.float32)
+                    put(bdq.input[1], bs)
+                    put(bdq.input[0], np.round(b / bs.astype(np.float64)).astype(np.int32))
+            tied.add(t)
+    return len(tied)
+
+
+def tie_concat_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
+    """tie_concat_inputs on an INT8 file, written atomically to ``dst`` (may be ``src``); metadata records it."""
+    onnx = require("onnx", "INT8 calibration")
+    from edge_sr.imageio import atomic_path
+
+    mp = onnx.load(str(src))
+    n = tie_concat_inputs(mp)
+    meta = {p.key: p.value for p in mp.metadata_props}
+    key = META_PREFIX + "int8"
+    if key in meta:
+        info = json.loads(meta[key])
+        info["concat_inputs_tied"] = n
+        meta[key] = json.dumps(info, sort_keys=True)
+        del mp.metadata_props[:]
+        for k, v in meta.items():
+            mp.metadata_props.add(key=k, value=v)
+    onnx.checker.check_model(mp)
+    with atomic_path(Path(dst)) as tmp:
+        onnx.save(mp, str(tmp))
+    return n
+
+
 def _check_symmetric_int8(mp, onnx) -> None:
     """Every Q/DQ zero point must be int8 0: what TensorRT accepts."""
     from onnx import numpy_helper

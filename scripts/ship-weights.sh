@@ -24,7 +24,9 @@
 # equalization, refinement and QAT (default $EDGE_SR_DATA/train/bsd200: its scenes give ranges that also fit hard
 # edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
 # cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
-# CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BEST_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5).
+# CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BEST_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5),
+# TIE_CONCAT (1: the CPU file ships with its Concat inputs tied, unless that loses more than TIE_TOLERANCE, 0.005 dB,
+# on the held-out photos).
 set -euo pipefail
 preset=${1:?preset}; run=${2:?run folder}; ckpt=${3:-last.safetensors}
 here=$(cd "$(dirname "$0")/.." && pwd); cd "$here"
@@ -124,6 +126,23 @@ for kind in $kinds; do
     $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
       --model "$tmp/qatbest.$kind" --json "$tmp/qatbest.$kind.json"
     best=$(pick "$tmp/qatbest.$kind.json" "$kind")
+  fi
+  if [ "$kind" = cpu-int8.onnx ] && [ "${TIE_CONCAT:-1}" = 1 ]; then
+    # the CPU file with its Concat inputs on the Concat's own scale, so that ONNX Runtime's QLinearConcat copies
+    # instead of requantizing (calibration.quantize.tie_concat_inputs; idempotent); ships unless that loses more
+    # than TIE_TOLERANCE dB (default 0.005) on the held-out photos
+    .venv/bin/python -c "import sys; from edge_sr.calibration.quantize import tie_concat_file as t; t(*sys.argv[1:])" \
+      "$tmp/$best.$kind" "$tmp/tied.$kind"
+    $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
+      --model "$tmp/tied.$kind" --json "$tmp/tied.$kind.json"
+    best=$(.venv/bin/python - "$tmp/tied.$kind.json" "$best" "${TIE_TOLERANCE:-0.005}" <<'EOF'
+import json, sys
+r = {k.rsplit("/", 1)[-1]: sum(s["psnr"] for s in v.values()) for k, v in json.load(open(sys.argv[1]))["results"].items()}
+tied = next(v for k, v in r.items() if k.startswith("tied."))
+untied = next(v for k, v in r.items() if k.startswith(sys.argv[2] + "."))
+print("tied" if tied >= untied - float(sys.argv[3]) else sys.argv[2])
+EOF
+)
   fi
   cp "$tmp/$best.$kind" "$w.$kind.tmp" && mv "$w.$kind.tmp" "$w.$kind"
   echo "shipped the $best $kind (best on the held-out photos: $tmp/$kind.json)"

@@ -39,8 +39,8 @@ INT8_ARITHMETIC = ("kernels", "reference")
 # arithmetic). This session option makes ONNX Runtime rewrite int8 weights outside [-64, 63] to uint8 and take its
 # u8u8 kernels: the exact sums. ONNX Runtime applies it on every x86 CPU with AVX2 (MlasPlatformU8S8Overflow() only
 # compares dispatch tables), VNNI or not, and with VNNI its u8s8 kernels were exact already (VPDPBUSD sums in int32):
-# there it only costs speed, measured on an AVX-512 VNNI EPYC (Zen 4): normal x2's .cpu-int8.onnx 308 ms with it,
-# 190 ms without (model only, 320x240, 2 threads; docs/benchmarks/README.md). So it is set only where the kernels
+# there it only costs speed, measured on an AVX-512 VNNI EPYC (Zen 4): normal x2's .cpu-int8.onnx 296 ms with it,
+# 179 ms without (model only, 320x240, 2 threads; edge-sr bench, docs/benchmarks/README.md). So it is set only where the kernels
 # saturate (u8s8_saturates). ONNX Runtime 1.32 fails to load some Q/DQ graphs with it ("Attempt to replace the
 # existing tensor": S8S8 activations on the fast graph, not a shipped file): those load without it.
 X64_EXACT_KEY = "session.x64quantprecision"

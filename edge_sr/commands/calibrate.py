@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="tensorrt (default): the .int8.onnx that TensorRT runs: symmetric signed INT8 on the inputs of "
                    "each conv, conv outputs float (TensorRT's placement: calibration.quantize.TENSORRT_INT8); cpu: the "
                    ".cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "
-                   "only Conv and Concat quantized: calibration.quantize.CPU_INT8), from the shipped fast FP32 graph")
+                   "only Conv and Concat quantized: calibration.quantize.CPU_INT8, each Concat's inputs on its own scale), "
+                   "from the shipped fast FP32 graph")
     p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
                    "Runtime, NOT usable by TensorRT")
@@ -116,6 +117,12 @@ def run(args) -> int:
               f"{rr.mse_before:.3g} -> {rr.mse_after:.3g} ({rr.evaluations} evaluations); ONNX Runtime's kernels "
               f"against the exact graph: {agree.get('over_1_step', 0):.2%} of outputs more than one step apart "
               f"({(agree.get('before') or {}).get('over_1_step', 0):.2%} before)")
+    if args.target == "cpu":
+        from edge_sr.calibration.quantize import tie_concat_file
+
+        n = tie_concat_file(res.path, res.path)
+        print(f"tied {n} Concat inputs to their Concat's scale and zero point (ONNX Runtime's QLinearConcat then "
+              f"copies them: calibration.quantize.tie_concat_inputs)")
     if args.val and args.val.lower() != "none":
         ps = protocol_psnr({"fp32": fp32, "int8": res.path}, args.val, threads=args.threads)
         d = ps["int8"] - ps["fp32"]
