@@ -189,6 +189,8 @@ def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
     meta = {p.key: p.value for p in m.metadata_props}
     info = json.loads(meta["edge_sr.int8"])
     assert info["activations"] == "uint8" and info["op_types"] == ["Conv", "Concat"] and not info["tensorrt_compatible"]
+    # and each Concat's inputs carry its own scale (tie_concat_inputs; the compact graph has two Concats)
+    assert info["concat_inputs_tied"] >= 2 and f"tied {info['concat_inputs_tied']} Concat inputs" in r.stdout
     r = run_cli("calibrate", "--onnx", str(fast), "--target", "cpu", "--activations", "int8", "--images", str(images),
                 "-o", str(tmp_path / "x.onnx"))
     assert r.returncode != 0 and "Traceback" not in r.stderr and "--target cpu" in r.stderr
