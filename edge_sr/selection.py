@@ -29,6 +29,10 @@ PRECISIONS = ("auto", "fp32", "int8")
 INT8_KINDS = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
 MAX_INT8_LOSS_DB = 0.15  # auto never picks an INT8 file that the cache says loses more than this
 MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the noise of a bench, and INT8 costs
+# presets whose CPU INT8 file measured slower than FP32 on x86 even with VNNI: their unmeasured default there is FP32
+# (compact x2: 0.85x / 1.04x at 320x240 / 640x480 on an AVX-512 VNNI EPYC, session 12, docs/benchmarks/README.md;
+# its thin layers gain less from integer convs than the float PReLU between them costs). normal: 1.89x / 1.93x.
+X86_FP32_FIRST = {"compact": "compact's CPU INT8 file measured 0.85x / 1.04x FP32 on an AVX-512 VNNI x86"}
 # some quality (measured 2026-11-26, compact x3 here: the CPU file 1.01x FP32 for -0.025 dB; not worth taking)
 
 
@@ -235,8 +239,9 @@ def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, b
     leaves out (TensorRT's placement, calibration.quantize.TENSORRT_INT8): on any CPU that file runs in float.
 
     * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
-    * x86-64: the CPU file (uint8 activations; measured 1.7x+ FP32 for normal x2 on a Zen 5 with
-      AVX-512 VNNI, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni).
+    * x86-64: the CPU file (uint8 activations; measured 1.89x / 1.93x FP32 for normal x2 on an AVX-512 VNNI
+      EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for the presets of
+      X86_FP32_FIRST (choose_precision).
     * aarch64: the CPU file too (U8S8 on UDOT kernels); INT8 default only with the dot-product extension
       (asimddp: Cortex-A76, Raspberry Pi 5; not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there
       measures both INT8 files and FP32, and `auto` follows that measurement from then on.
@@ -287,6 +292,8 @@ def choose_precision(preset: str, scale: int, precision: str = "auto", *, lr_siz
         raise EdgeSRError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
     fp32 = shipped_path(preset, scale, "onnx")
     kind, default_int8, why_platform = platform_int8(root, providers)
+    if default_int8 and kind == INT8_KINDS["cpu"] and preset in X86_FP32_FIRST and cpu_features(root)[0] in ("x86_64", "amd64"):
+        default_int8, why_platform = False, f"{why_platform}, but {X86_FP32_FIRST[preset]}"
     int8 = shipped_path(preset, scale, kind)
     if precision == "fp32":
         return fp32, "FP32 asked for"
