@@ -239,11 +239,16 @@ def quantize_int8(
             from edge_sr.checkpoint import file_sha256
 
             meta[META_PREFIX + "source_onnx_sha256"] = file_sha256(fp32_path)
-            del qm.metadata_props[:]
-            for k, v in meta.items():
-                qm.metadata_props.add(key=k, value=v)
+            replace_metadata(qm, meta)
             onnx.save(qm, str(tmp))
     return QuantizeResult(out_path, method, activations, excluded, n_q, float_nodes, len(samples))
+
+
+def replace_metadata(mp, meta: dict) -> None:
+    """The ModelProto's metadata_props become exactly ``meta`` (key -> string), in its order."""
+    del mp.metadata_props[:]
+    for k, v in meta.items():
+        mp.metadata_props.add(key=k, value=v)
 
 
 def tie_concat_inputs(mp) -> int:
@@ -319,9 +324,7 @@ def tie_concat_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
         info = json.loads(meta[key])
         info["concat_inputs_tied"] = n
         meta[key] = json.dumps(info, sort_keys=True)
-        del mp.metadata_props[:]
-        for k, v in meta.items():
-            mp.metadata_props.add(key=k, value=v)
+        replace_metadata(mp, meta)
     onnx.checker.check_model(mp)
     with atomic_path(Path(dst)) as tmp:
         onnx.save(mp, str(tmp))

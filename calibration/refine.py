@@ -125,6 +125,8 @@ def write_refined(fq, module, out_path: str | Path, result: RefineResult) -> Pat
 
     from edge_sr.imageio import atomic_path
 
+    from .quantize import replace_metadata
+
     m = fq.to_qdq(module.trained())  # weights as before; int32 biases with the new input scales
     by_name = {t.name: t for t in m.graph.initializer}
     r = _Ranges(fq)
@@ -136,9 +138,7 @@ def write_refined(fq, module, out_path: str | Path, result: RefineResult) -> Pat
     meta = {p.key: p.value for p in m.metadata_props}
     meta[META_KEY] = json.dumps({"method": "output MSE, coordinate descent", "mse_before": result.mse_before,
                                  "mse_after": result.mse_after, "evaluations": result.evaluations}, sort_keys=True)
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        m.metadata_props.add(key=k, value=v)
+    replace_metadata(m, meta)
     onnx.checker.check_model(m)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:

@@ -121,6 +121,8 @@ def flops_per_cycle(info: dict, machine: str) -> tuple[int | None, str]:
 
 # the x86 extensions that change ONNX Runtime's INT8 kernels (and so INT8 results, slightly)
 INT8_ISA_FLAGS = ("avx512_vnni", "avx_vnni", "avx512bw", "avx2")
+# those of them whose u8 x s8 dot products sum in int32 (VPDPBUSD): exact, and where INT8 can pay on x86
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
 def int8_isa(info: dict | None = None, root: str | os.PathLike = "/") -> str:
@@ -303,7 +305,6 @@ def precision_summary(rows: list, root: str | os.PathLike = "/") -> list[dict]:
     choice of a platform (docs/benchmarks/README.md)."""
     from .selection import platform_int8
 
-    kind, default_int8, why = platform_int8(root)
     by = {}
     for r in rows:
         if r.kind != "edge-sr" or not r.path:
@@ -318,6 +319,7 @@ def precision_summary(rows: list, root: str | os.PathLike = "/") -> list[dict]:
         base = files.get("onnx")
         if base is None:
             continue
+        kind, default_int8, why = platform_int8(root, preset=preset)
         entry = {"preset": preset, "scale": scale, "lr_size": list(size), "fp32_fps": base.fps,
                  "platform_int8_file": kind, "platform_default_int8": default_int8, "platform_reason": why}
         for k in ("int8.onnx", "cpu-int8.onnx"):

@@ -229,7 +229,7 @@ def cpu_features(root: str | os.PathLike = "/") -> tuple[str, set]:
     return platform.machine().lower(), flags
 
 
-def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, bool, str]:
+def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | None = None) -> tuple[str, bool, str]:
     """Which INT8 file suits this device, whether INT8 is the default here before anything is measured,
     and why. From ONNX Runtime's documentation (performance/model-optimizations/quantization):
     "x86-64 with VNNI, GPU with Tensor Core int8 support and ARM with dot-product instructions can get
@@ -240,8 +240,8 @@ def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, b
 
     * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
     * x86-64: the CPU file (uint8 activations; measured 1.89x / 1.93x FP32 for normal x2 on an AVX-512 VNNI
-      EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for the presets of
-      X86_FP32_FIRST (choose_precision).
+      EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for ``preset`` in
+      X86_FP32_FIRST.
     * aarch64: the CPU file too (U8S8 on UDOT kernels); INT8 default only with the dot-product extension
       (asimddp: Cortex-A76, Raspberry Pi 5; not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there
       measures both INT8 files and FP32, and `auto` follows that measurement from then on.
@@ -251,9 +251,14 @@ def platform_int8(root: str | os.PathLike = "/", providers=None) -> tuple[str, b
         return INT8_KINDS["tensorrt"], True, "TensorRT runs symmetric INT8 Q/DQ"
     machine, flags = cpu_features(root)
     if machine in ("x86_64", "amd64"):
-        vnni = bool(flags & {"avx512_vnni", "avx_vnni"})
-        return INT8_KINDS["cpu"], vnni, ("x86-64 with VNNI: ONNX Runtime's u8s8 kernels" if vnni else
-                                        "x86-64 without VNNI: INT8 is not expected to pay")
+        from .bench import VNNI_FLAGS
+
+        if not flags & set(VNNI_FLAGS):
+            return INT8_KINDS["cpu"], False, "x86-64 without VNNI: INT8 is not expected to pay"
+        why = "x86-64 with VNNI: ONNX Runtime's u8s8 kernels"
+        if preset in X86_FP32_FIRST:
+            return INT8_KINDS["cpu"], False, f"{why}, but {X86_FP32_FIRST[preset]}"
+        return INT8_KINDS["cpu"], True, why
     if machine in ("aarch64", "arm64"):
         dot = "asimddp" in flags
         return INT8_KINDS["cpu"], dot, ("ARM64 with dot-product instructions: ONNX Runtime's U8S8 (UDOT) kernels; "
@@ -291,9 +296,7 @@ def choose_precision(preset: str, scale: int, precision: str = "auto", *, lr_siz
     if precision not in PRECISIONS:
         raise EdgeSRError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
     fp32 = shipped_path(preset, scale, "onnx")
-    kind, default_int8, why_platform = platform_int8(root, providers)
-    if default_int8 and kind == INT8_KINDS["cpu"] and preset in X86_FP32_FIRST and cpu_features(root)[0] in ("x86_64", "amd64"):
-        default_int8, why_platform = False, f"{why_platform}, but {X86_FP32_FIRST[preset]}"
+    kind, default_int8, why_platform = platform_int8(root, providers, preset)
     int8 = shipped_path(preset, scale, kind)
     if precision == "fp32":
         return fp32, "FP32 asked for"

@@ -323,3 +323,16 @@ def test_upscale_runs_an_int8_file_as_given(tmp_path, cache_dir):
     assert cv2.imread(str(tmp_path / "o.png")).shape == (48, 64, 3)
     r = run_cli("upscale", str(img), "-o", str(tmp_path / "p.png"), "--model", str(int8), "--precision", "fp32", env=env)
     assert r.returncode == 2 and "applies to presets" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_report_names_the_same_platform_default(tmp_path, monkeypatch):
+    """The bench report's per-preset platform default is choose_precision's: compact FP32 first on a VNNI x86."""
+    from types import SimpleNamespace
+
+    from edge_sr.bench import precision_summary
+
+    root = _x86(tmp_path, monkeypatch)
+    rows = [SimpleNamespace(kind="edge-sr", path=f"/w/dcscn_{p}_x2.{k}", lr_size=(320, 240), fps=10.0, psnr=None)
+            for p in ("compact", "normal") for k in ("onnx", "cpu-int8.onnx")]
+    got = {e["preset"]: e["platform_default_int8"] for e in precision_summary(rows, root)}
+    assert got == {"compact": False, "normal": True}

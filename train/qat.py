@@ -609,7 +609,7 @@ def run_qat(a: QATArgs) -> dict:
     import onnx
 
     from edge_sr.calibration.data import load_calibration_set
-    from edge_sr.calibration.quantize import DEFAULT_PERCENTILE
+    from edge_sr.calibration.quantize import DEFAULT_PERCENTILE, replace_metadata
     from edge_sr.deploy.export import verification_input
     from edge_sr.checkpoint import file_sha256, load_checkpoint
     from edge_sr.imageio import atomic_path, list_images
@@ -737,9 +737,7 @@ def run_qat(a: QATArgs) -> dict:
                                            + ("learned ranges" if a.learn_ranges else "frozen calibrated ranges"),
                                            "start": Path(a.qat_from).name if a.qat_from else "calibrated"},
                                         sort_keys=True)
-            del qm.metadata_props[:]
-            for k, v in meta.items():
-                qm.metadata_props.add(key=k, value=v)
+            replace_metadata(qm, meta)
             dst = out / f"{stem}.{FILE_KIND[target]}"
             with atomic_path(dst) as tmp_dst:
                 onnx.save(qm, str(tmp_dst))

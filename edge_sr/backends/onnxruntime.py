@@ -45,8 +45,6 @@ INT8_ARITHMETIC = ("kernels", "reference")
 # existing tensor": S8S8 activations on the fast graph, not a shipped file): those load without it.
 X64_EXACT_KEY = "session.x64quantprecision"
 _X86_MACHINES = ("x86_64", "amd64", "i386", "i686", "x86")
-# INT8 dot-product paths (edge_sr.bench.int8_isa) whose u8s8 sums are 32-bit: MLAS's AVX-512 VNNI and AVX-VNNI kernels
-_EXACT_U8S8_ISAS = ("avx512_vnni", "avx_vnni")
 
 
 def u8s8_saturates(isa: str | None = None, machine: str | None = None) -> bool:
@@ -55,11 +53,9 @@ def u8s8_saturates(isa: str | None = None, machine: str | None = None) -> bool:
     not exist, and on VNNI."""
     if (machine or platform.machine()).lower() not in _X86_MACHINES:
         return False
-    if isa is None:
-        from ..bench import int8_isa
+    from ..bench import VNNI_FLAGS, int8_isa  # MLAS's AVX-512 VNNI and AVX-VNNI kernels sum u8 x s8 in int32
 
-        isa = int8_isa()
-    return isa not in _EXACT_U8S8_ISAS
+    return (int8_isa() if isa is None else isa) not in VNNI_FLAGS
 
 
 def open_session(ort, path, options, providers, exact: bool | None = None):
