@@ -138,7 +138,7 @@ def _bias(g: _Graph, node, cout: int) -> np.ndarray:
 
 def merge_sibling_convs(g: _Graph) -> int:
     """1x1 convolutions reading the same tensor -> one convolution (+ one PRelu when each had its
-    own constant-slope PRelu) and a Split. Returns the number of groups merged."""
+    own constant-slope PRelu, one Relu when each had a Relu) and a Split. Returns the number of groups merged."""
     oh = g.onnx.helper
     merged = 0
     cons = g.consumers()
@@ -163,7 +163,16 @@ def merge_sibling_convs(g: _Graph) -> int:
         conv = oh.make_node("Conv", [tensor, g.add_init(name + "_W", w_all), g.add_init(name + "_B", b_all)],
                             [name + "_out"], name=name, kernel_shape=[1, 1])
         new_nodes, src = [conv], conv.output[0]
-        if prelus:
+        # or a Relu after each (the ReLU variant of the network): one Relu on the merged output
+        relus = [cons.get(n.output[0], []) for n in convs]
+        relus = [u[0] for u in relus if len(u) == 1 and u[0].op_type == "Relu"]
+        if not prelus and len(relus) == len(convs):
+            rn = g.unique("merged_relu")
+            new_nodes.append(oh.make_node("Relu", [src], [rn + "_out"], name=rn))
+            src = rn + "_out"
+            outs = [r.output[0] for r in relus]
+            dead = convs + relus
+        elif prelus:
             slope = np.concatenate([s for _, s in prelus]).reshape(-1, 1, 1)
             pn = g.unique("merged_prelu")
             new_nodes.append(oh.make_node("PRelu", [src, g.add_init(pn + "_slope", slope)], [pn + "_out"], name=pn))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .errors import EdgeSRError
 
 SUPPORTED_SCALES = (2, 3, 4)
+ACTIVATIONS = ("prelu", "relu")
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class DCSCNConfig:
     b_filters: int = 32  # B1 (1x1) and B2 (3x3) branch
     last_kernel: int = 1  # kernel of the last conv ("L"): 1 in compact/normal, 3 in large
     preset: str = "custom"
+    # the nonlinearity after every conv but the last: the paper's per-channel PReLU, or ReLU (no parameters;
+    # ONNX Runtime's integer kernels fuse it into the conv, so a CPU INT8 graph stays integer end to end)
+    activation: str = "prelu"
 
     def __post_init__(self):
         if self.scale not in SUPPORTED_SCALES:
@@ -32,6 +36,8 @@ class DCSCNConfig:
             raise EdgeSRError(f"invalid DCSCN shape: layers={self.layers} filters={self.filters} min={self.min_filters}")
         if self.last_kernel not in (1, 3):
             raise EdgeSRError(f"last_kernel must be 1 or 3, not {self.last_kernel}")
+        if self.activation not in ACTIVATIONS:
+            raise EdgeSRError(f"unknown activation {self.activation!r}: choose one of {', '.join(ACTIVATIONS)}")
 
     # -- derived shape ---------------------------------------------------------------
     @property
@@ -61,15 +67,16 @@ class DCSCNConfig:
         return macs
 
     def param_count(self) -> int:
-        """Trainable parameters: convs (+bias), per-channel PReLU slopes, bias-free last conv."""
+        """Trainable parameters: convs (+bias), per-channel PReLU slopes (none with ReLU), bias-free last conv."""
+        k = 2 if self.activation == "prelu" else 1  # per output channel: bias (+ slope)
         params, cin = 0, 1
         for n in self.feature_filters:
-            params += 9 * cin * n + n + n
+            params += 9 * cin * n + k * n
             cin = n
         c = self.concat_channels
-        params += c * self.a_filters + 2 * self.a_filters
-        params += c * self.b_filters + 2 * self.b_filters
-        params += 9 * self.b_filters * self.b_filters + 2 * self.b_filters
+        params += c * self.a_filters + k * self.a_filters
+        params += c * self.b_filters + k * self.b_filters
+        params += 9 * self.b_filters * self.b_filters + k * self.b_filters
         params += self.last_kernel**2 * (self.a_filters + self.b_filters) * self.scale**2
         return params
 
@@ -78,7 +85,10 @@ class DCSCNConfig:
 
     # -- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["activation"] == "prelu":  # the paper's network: written as before the option existed
+            del d["activation"]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

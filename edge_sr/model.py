@@ -22,14 +22,18 @@ class DCSCN(nn.Module):
         super().__init__()
         self.config = config
         cin = 1
+
+        def act(n: int) -> nn.Module:
+            return nn.PReLU(n) if config.activation == "prelu" else nn.ReLU()
+
         self.features = nn.ModuleList()
         for n in config.feature_filters:
-            self.features.append(nn.Sequential(nn.Conv2d(cin, n, 3, padding=1), nn.PReLU(n)))
+            self.features.append(nn.Sequential(nn.Conv2d(cin, n, 3, padding=1), act(n)))
             cin = n
         c = config.concat_channels
-        self.a1 = nn.Sequential(nn.Conv2d(c, config.a_filters, 1), nn.PReLU(config.a_filters))
-        self.b1 = nn.Sequential(nn.Conv2d(c, config.b_filters, 1), nn.PReLU(config.b_filters))
-        self.b2 = nn.Sequential(nn.Conv2d(config.b_filters, config.b_filters, 3, padding=1), nn.PReLU(config.b_filters))
+        self.a1 = nn.Sequential(nn.Conv2d(c, config.a_filters, 1), act(config.a_filters))
+        self.b1 = nn.Sequential(nn.Conv2d(c, config.b_filters, 1), act(config.b_filters))
+        self.b2 = nn.Sequential(nn.Conv2d(config.b_filters, config.b_filters, 3, padding=1), act(config.b_filters))
         k = config.last_kernel
         self.last = nn.Conv2d(config.a_filters + config.b_filters, config.scale**2, k, padding=k // 2, bias=False)
         self.shuffle = nn.PixelShuffle(config.scale)
@@ -37,9 +41,10 @@ class DCSCN(nn.Module):
 
     def reset_parameters(self) -> None:
         """He initialisation as in the original code; PReLU slopes start at 0.1, biases at 0."""
+        slope = 0.1 if self.config.activation == "prelu" else 0.0
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, a=0.1, nonlinearity="leaky_relu")
+                nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.PReLU):

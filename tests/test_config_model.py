@@ -54,3 +54,26 @@ def test_bad_config_is_refused():
 def test_config_round_trip():
     cfg = preset("normal", 3)
     assert DCSCNConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_relu_variant():
+    """activation="relu": no slope parameters, the same convs; a PReLU config's dict is written as before the
+    option existed (the shipped files' metadata unchanged) and both round-trip."""
+    import dataclasses
+
+    torch = pytest.importorskip("torch")
+    from edge_sr.model import DCSCN
+
+    p = preset("compact", 2)
+    r = dataclasses.replace(p, activation="relu")
+    assert "activation" not in p.to_dict() and r.to_dict()["activation"] == "relu"
+    assert DCSCNConfig.from_dict(r.to_dict()) == r and DCSCNConfig.from_dict(p.to_dict()) == p
+    assert r.param_count() == p.param_count() - sum(p.feature_filters) - p.a_filters - 2 * p.b_filters
+    m = DCSCN(r)
+    assert sum(q.numel() for q in m.parameters()) == r.param_count()
+    assert not any(isinstance(mod, torch.nn.PReLU) for mod in m.modules())
+    with torch.no_grad():  # every conv but the last is followed by a ReLU: the concatenated features are >= 0
+        feats = [layer(torch.rand(1, 1, 8, 8) - 0.5) for layer in m.features[:1]]
+    assert (feats[0] >= 0).all()
+    with pytest.raises(EdgeSRError, match="unknown activation 'gelu'"):
+        dataclasses.replace(p, activation="gelu")

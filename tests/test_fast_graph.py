@@ -72,6 +72,37 @@ def test_default_passes_are_exact(exports, tmp_path, kind):
         np.testing.assert_array_equal(_run(p, y), _run(exports[kind], y))  # bit-identical
 
 
+def test_relu_network_merges_its_relus_exactly(tmp_path):
+    """The ReLU variant: A1 and B1 become one conv, one Relu and a Split, bit-identical to the plain export."""
+    import dataclasses
+
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.deploy.export import export_onnx
+    from edge_sr.deploy.fast_graph import optimize
+    from edge_sr.model import DCSCN
+
+    torch.manual_seed(5)
+    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
+    with torch.no_grad():
+        m.last.weight.normal_(0, 0.05)
+    ckpt = tmp_path / "relu_compact_x2.safetensors"
+    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    plain = export_onnx(ckpt, tmp_path / "plain.onnx", residual=True).path
+    mp = onnx.load(str(plain))
+    fast, rep = optimize(mp)
+    before, after = _ops(mp), _ops(fast)
+    assert rep.changes["merge_sibling_convs"] == 1 and "PRelu" not in before
+    assert after["Conv"] == before["Conv"] - 1 and after["Relu"] == before["Relu"] - 1 and after["Split"] == 1
+    split = next(n for n in fast.graph.node if n.op_type == "Split")
+    prod = {o: n for n in fast.graph.node for o in n.output}
+    assert prod[split.input[0]].op_type == "Relu"  # the Relu sits on the merged conv, before the Split
+    p = tmp_path / "fast.onnx"
+    onnx.save(fast, str(p))
+    y = _luma(29, 41, 2)
+    np.testing.assert_array_equal(_run(p, y), _run(plain, y))
+
+
 @pytest.mark.parametrize("passes", [("split_concat_convs",), ("pad_channels",),
                                     ("pad_channels", "merge_sibling_convs", "split_concat_convs", "rewrite_prelu")])
 def test_optional_passes_keep_the_math(exports, tmp_path, passes):

@@ -166,6 +166,29 @@ def test_init_across_scales_keeps_all_but_the_last_conv(hr_folder, tmp_path):
     np.testing.assert_array_equal(b["last.weight"], fresh)
 
 
+def test_init_prelu_to_relu_keeps_the_convs(hr_folder, tmp_path):
+    """A PReLU checkpoint starts a --activation relu run: every conv tensor carries over bit for bit (one step at
+    learning rate 0), the slopes are dropped, and the run's checkpoint is a ReLU network. The other way is refused."""
+    from edge_sr.train.loop import train
+
+    train(_args(hr_folder, tmp_path / "p", epochs=1), progress=False)
+    base = tmp_path / "p" / "last.safetensors"
+    train(_args(hr_folder, tmp_path / "r", epochs=1, init=str(base), lr=0.0, lr_min=0.0, activation="relu"),
+          progress=False, max_steps=1)
+    _, a, _ = load_checkpoint(base)
+    cfg, b, _ = load_checkpoint(tmp_path / "r" / "last.safetensors")
+    assert cfg.activation == "relu"
+    dropped = set(a) - set(b)
+    assert dropped and not set(b) - set(a) and all(a[k].ndim == 1 for k in dropped)
+    assert len(dropped) == len(cfg.feature_filters) + 3  # one slope per conv but the last
+    for k in b:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    r = run_cli("train", "--data", str(hr_folder), "--out", str(tmp_path / "bad"), "--init",
+                str(tmp_path / "r" / "last.safetensors"), "--patch", "16", "--batch", "2", "--epochs", "1",
+                "--steps-per-epoch", "1", "--no-progress")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "relu" in r.stderr, r.stderr
+
+
 def test_distillation_pulls_the_student_towards_the_teacher(hr_folder, tmp_path):
     """--teacher: with --distill 1 the teacher's output is the only target. A teacher made to answer wrongly
     (its residual 8x too strong) must pull the student's output towards itself, where the same steps without

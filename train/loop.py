@@ -54,11 +54,12 @@ class TrainArgs:
     init: str | None = None  # start from these weights (fine-tuning): fresh optimizer and schedule
     teacher: str | None = None  # distillation: a trained checkpoint (any preset, this scale) whose output is a target
     distill: float = 0.5  # with a teacher: loss = (1 - distill) * loss(HR) + distill * loss(teacher's output)
+    activation: str = "prelu"  # prelu (the paper's) | relu
 
     def model_config(self) -> DCSCNConfig:
         if self.config:
-            return DCSCNConfig.from_dict({**self.config, "scale": self.scale})
-        return preset(self.preset, self.scale)
+            return DCSCNConfig.from_dict({"activation": self.activation, **self.config, "scale": self.scale})
+        return dataclasses.replace(preset(self.preset, self.scale), activation=self.activation)
 
 
 # arguments that may change on --resume without breaking exactness of what already ran
@@ -194,9 +195,17 @@ def _load_init(model: DCSCN, config, path: str) -> None:
     from edge_sr.checkpoint import load_checkpoint
 
     cfg, weights, _ = load_checkpoint(path)
+    if cfg.activation == "prelu" and config.activation == "relu":
+        # a PReLU network starts a ReLU one: the convs carry over, the slopes are dropped (ReLU is PReLU with
+        # slope 0, so the first steps undo the change)
+        prelu = {k for k, v in weights.items() if k not in model.state_dict() and v.ndim == 1}
+        weights = {k: v for k, v in weights.items() if k not in prelu}
+        cfg = dataclasses.replace(cfg, activation="relu")
+        log.info("initialised PReLU -> ReLU: %d slope tensors dropped", len(prelu))
     cross = cfg != config and dataclasses.replace(cfg, scale=config.scale) == config
     if cfg != config and not cross:
-        raise EdgeSRError(f"--init {path}: a {cfg.preset} x{cfg.scale} network, this run trains {config.preset} x{config.scale}")
+        raise EdgeSRError(f"--init {path}: a {cfg.preset} x{cfg.scale} {cfg.activation} network, this run trains "
+                          f"{config.preset} x{config.scale} {config.activation}")
     if cross:
         own = model.state_dict()
         weights = {k: v for k, v in weights.items() if k not in SCALE_TENSORS}

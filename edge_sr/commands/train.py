@@ -15,6 +15,7 @@ DEFAULTS = {
     "preset": "compact", "scale": 2, "epochs": 240, "steps_per_epoch": 500, "batch": 16, "patch": 48,
     "lr": 2e-3, "lr_min": 1e-5, "warmup_steps": 200, "schedule": "cosine", "loss": "l1", "grad_clip": 5.0,
     "weight_decay": 0.0, "seed": 0, "threads": 0, "device": "auto", "init": None, "teacher": None, "distill": 0.5,
+    "activation": "prelu",
 }
 # the peak learning rate where a preset's differs from DEFAULTS["lr"]: measured on an H200 (README, "large x2"),
 # large at 2e-3 left the bicubic start unstably (mean L1 0.044 over the first 500 steps, 37.12 dB on Set5 after
@@ -69,6 +70,9 @@ def add_parser(sub) -> None:
                    help="validation folder, PSNR each epoch; 'none' to skip (default: $EDGE_SR_DATA/val/set5)")
     p.add_argument("--out", required=True, help="run folder for checkpoints and the log")
     p.add_argument("--preset", choices=PRESET_NAMES, default=S, help=f"network size (default: {d['preset']})")
+    p.add_argument("--activation", choices=("prelu", "relu"), default=S,
+                   help=f"nonlinearity after each conv (default: {d['activation']}, the paper's; relu keeps a CPU INT8 "
+                   "graph integer end to end, faster on ONNX Runtime)")
     p.add_argument("--scale", type=int, choices=(2, 3, 4), default=S, help=f"upscaling factor (default: {d['scale']})")
     p.add_argument("--epochs", type=_positive_int, default=S, help=f"epochs in the schedule (default: {d['epochs']})")
     p.add_argument("--steps-per-epoch", type=_positive_int, default=S,
