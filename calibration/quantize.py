@@ -56,7 +56,14 @@ META_PREFIX = "edge_sr."
 # (docs/benchmarks/README.md): uint8 activations (x86 runs u8 x s8; s8 x s8 takes a slower path), from
 # the graph and with the op types that measured fastest. ``graph`` names the FP32 export it is built
 # from ("fast": deploy/fast_graph.py, "plain": edge-sr export --residual).
-CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": DEFAULT_KEEP_FLOAT, "op_types": ["Conv", "Concat"]}
+# "Relu" among the op types: ONNX Runtime's quantizer then drops each Relu that follows a quantized conv and gives
+# the conv's output the Relu's range (zero point 0 clips the negatives): the ReLU network runs integer end to end.
+# ``pad_channels``: convs (with their activation) padded with zero filters to a multiple of 8 output channels
+# before quantizing (deploy.fast_graph.pad_channels; exact): ONNX Runtime's u8s8 convolution kernels are faster
+# on such channel counts (compact x2 ReLU 43.1 -> 30.5 ms, normal x2 157.5 -> 136.5 ms, model only, 320x240,
+# scripts/time_onnx.py, AVX-512 VNNI EPYC; docs/benchmarks/README.md). Not in the float graph, where it measured slower.
+CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": DEFAULT_KEEP_FLOAT,
+            "op_types": ["Conv", "Concat", "Relu"], "pad_channels": 8}
 # The TensorRT INT8 file (``dcscn_*.int8.onnx``): symmetric int8, Q/DQ on the inputs (and weights) of each
 # quantized conv only, its output left in float: TensorRT's own Q/DQ placement recommendation ("quantize all
 # inputs of weighted operations ... by default, don't quantize the outputs of weighted operations": developer
@@ -145,12 +152,14 @@ def quantize_int8(
     percentile: float = DEFAULT_PERCENTILE,
     op_types: list[str] | None = None,
     no_output_quant: list[str] | None = None,
+    pad_channels: int = 0,
 ) -> QuantizeResult:
     """Quantize ``fp32_path`` with calibration ``samples`` ([N,1,h,w] float32) into ``out_path``.
 
     ``op_types``: only these op types are quantized (their inputs and outputs get Q/DQ); None: every
     op type ONNX Runtime's QDQ quantizer handles. ``no_output_quant``: op types whose outputs stay float
-    (ONNX Runtime's OpTypesToExcludeOutputQuantization; TENSORRT_INT8)."""
+    (ONNX Runtime's OpTypesToExcludeOutputQuantization; TENSORRT_INT8). ``pad_channels``: first pad conv layers
+    with zero filters to a multiple of this many output channels (same function; CPU_INT8)."""
     onnx = require("onnx", "INT8 calibration")
     q = require("onnxruntime.quantization", "INT8 calibration")
     from edge_sr.imageio import atomic_path
@@ -192,9 +201,17 @@ def quantize_int8(
 
     with tempfile.TemporaryDirectory(prefix="edge-sr-calib-") as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
+        src = fp32_path
+        padded = 0
+        if pad_channels:
+            from edge_sr.deploy.fast_graph import pad_model_channels
+
+            pm, padded = pad_model_channels(mp, pad_channels)
+            src = Path(tmpdir) / "padded.onnx"
+            onnx.save(pm, str(src))
         try:
             # symbolic shape inference fails on dynamic H/W; ONNX shape inference + optimisation do the job
-            q.quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+            q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         except Exception as exc:
             raise EdgeSRError(f"quantization pre-processing failed on {fp32_path.name}: {str(exc).splitlines()[0][:200]}") from None
         with atomic_path(out_path) as tmp, contextlib.redirect_stdout(io.StringIO()) as chatter:
@@ -233,6 +250,7 @@ def quantize_int8(
                     "kept_float": excluded, "tensorrt_compatible": symmetric,
                     "op_types": list(op_types) if op_types else "all",
                     "float_outputs": list(no_output_quant or []),
+                    **({"padded_layers": padded, "pad_channels": pad_channels} if pad_channels else {}),
                 }, sort_keys=True),
                 META_PREFIX + "source_onnx": fp32_path.name,
             })

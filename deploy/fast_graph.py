@@ -266,10 +266,11 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
             if n_out % multiple == 0 or n_out < min_channels:
                 continue
             users = cons.get(conv.output[0], [])
-            if len(users) != 1 or users[0].op_type != "PRelu" or g.array(users[0].input[1]) is None:
+            if len(users) != 1 or users[0].op_type not in ("PRelu", "Relu") \
+                    or (users[0].op_type == "PRelu" and g.array(users[0].input[1]) is None):
                 continue
-            prelu = users[0]
-            slope = g.array(prelu.input[1])
+            prelu = users[0]  # the activation: PRelu (constant slope) or Relu
+            slope = g.array(prelu.input[1]) if prelu.op_type == "PRelu" else np.zeros(1, np.float32)
             if slope.size not in (1, n_out) or (len(conv.input) > 2 and conv.input[2] and g.array(conv.input[2]) is None):
                 continue
             # consumers of the activation: convs (as data input) or channel Concats read only by convs
@@ -299,8 +300,9 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
             _set_init(g, conv.input[1], np.concatenate([w, np.zeros((extra,) + w.shape[1:], w.dtype)]))
             if len(conv.input) > 2 and conv.input[2]:
                 _set_init(g, conv.input[2], np.concatenate([g.array(conv.input[2]), np.zeros(extra, np.float32)]))
-            s = np.broadcast_to(slope.reshape(-1), (n_out,))
-            _set_init(g, prelu.input[1], np.concatenate([s, np.zeros(extra, s.dtype)]).reshape(-1, 1, 1))
+            if prelu.op_type == "PRelu":
+                s = np.broadcast_to(slope.reshape(-1), (n_out,))
+                _set_init(g, prelu.input[1], np.concatenate([s, np.zeros(extra, s.dtype)]).reshape(-1, 1, 1))
             for r, off in plan:
                 wr = g.array(r.input[1])
                 at = off + n_out
@@ -349,6 +351,22 @@ def rewrite_prelu(g: _Graph) -> int:
 
 _PASSES = {"pad_channels": pad_channels, "merge_sibling_convs": merge_sibling_convs, "split_concat_convs": split_concat_convs,
            "rewrite_prelu": rewrite_prelu}
+
+
+def pad_model_channels(model, multiple: int = 8):
+    """A copy of ``model`` with every conv + activation layer padded to a multiple of ``multiple`` output
+    channels (pad_channels, any channel count). Returns (model, layers padded). For INT8: the calibration
+    ranges of the zero channels are 0 and the function is unchanged."""
+    onnx = require("onnx", "rewriting ONNX graphs")
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    g = _Graph(onnx, m)
+    n = pad_channels(g, multiple, min_channels=1)
+    g.toposort()
+    g.drop_unused_initializers()
+    onnx.checker.check_model(m)
+    return m, n
 
 
 def optimize(model, passes=DEFAULT_PASSES):

@@ -483,3 +483,69 @@ def test_tied_concat_copies_and_keeps_the_arithmetic(shipped_fp32, images, tmp_p
     # against FP32 (crops of synthetic images, 8 x 32x32 calibration: measured 1.8x the untied error; on the shipped
     # files, calibrated on photos, the tie moved Set5 by +0.016 / +0.006 dB: docs/benchmarks/README.md)
     assert e_tied < 3 * e_untied
+
+
+def test_relu_network_cpu_file_is_integer_end_to_end(images, tmp_path):
+    """The ReLU network's CPU INT8 file (CPU_INT8: Relu among the quantized op types, channels padded to 8):
+    ONNX Runtime's quantizer drops every Relu after a quantized conv (the conv's output takes the Relu's range,
+    zero point 0), so the session runs QLinearConv to QLinearConv with no float step between them; the padded
+    layers change nothing (same output as the unpadded file within a level); the placement without Relu leaves
+    a Dequantize -> Relu -> Quantize detour per layer."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    torch = pytest.importorskip("torch")
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import CPU_INT8, quantize_int8
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.deploy.export import export_onnx
+    from edge_sr.model import DCSCN
+
+    torch.manual_seed(7)
+    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
+    with torch.no_grad():
+        m.last.weight.normal_(0, 0.05)
+    ckpt = tmp_path / "relu_compact_x2.safetensors"
+    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    fp = export_onnx(ckpt, tmp_path / "relu.onnx", residual=True, fast=True, verify=False).path
+    out = tmp_path / "relu.cpu-int8.onnx"
+    r = run_cli("calibrate", "--onnx", str(fp), "--target", "cpu", "--images", str(images), "-o", str(out),
+                "--crop", "32x32", "--method", "minmax", "--val", "none", "--bench", "none")
+    assert r.returncode == 0, r.stderr
+    mp = onnx.load(str(out))
+    assert [n.op_type for n in mp.graph.node].count("Relu") == 1  # only the float first conv's
+    meta = json.loads({p.key: p.value for p in mp.metadata_props}["edge_sr.int8"])
+    assert meta["pad_channels"] == 8 and meta["padded_layers"] >= 4  # 26, 22, 18, 14, 11 filters -> x8
+
+    def session_ops(path):
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+
+    ops = session_ops(out)
+    assert ops.count("QLinearConv") == 8 and "Relu" not in ops and ops.count("QuantizeLinear") <= 4, ops
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
+    old = quantize_int8(fp, tmp_path / "old.onnx", s, method="minmax", activations="uint8",
+                        keep_float=list(CPU_INT8["keep_float"]), op_types=["Conv", "Concat"]).path
+    assert session_ops(old).count("QuantizeLinear") >= 10  # a float Relu detour per layer
+
+    unpadded = quantize_int8(fp, tmp_path / "u.onnx", s, method="minmax", activations="uint8",
+                             keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"]).path
+    padded = quantize_int8(fp, tmp_path / "p.onnx", s, method="minmax", activations="uint8",
+                           keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], pad_channels=8).path
+    y = s[:1]
+
+    def run(path):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: y})[0]
+
+    a, b, f = run(unpadded), run(padded), run(fp)
+    step = float(np.abs(f).max()) / 100
+    assert np.abs(a - b).max() <= step  # the zero channels change nothing beyond kernel rounding
+    assert np.abs(b - f).mean() < 0.1 * float(np.abs(f).mean()) + 1e-4  # and the file still computes the network

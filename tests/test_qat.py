@@ -188,7 +188,7 @@ def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
     assert zps and all(t.data_type == onnx.TensorProto.UINT8 for t in zps)
     meta = {p.key: p.value for p in m.metadata_props}
     info = json.loads(meta["edge_sr.int8"])
-    assert info["activations"] == "uint8" and info["op_types"] == ["Conv", "Concat"] and not info["tensorrt_compatible"]
+    assert info["activations"] == "uint8" and info["op_types"] == ["Conv", "Concat", "Relu"] and not info["tensorrt_compatible"]
     # and each Concat's inputs carry its own scale (tie_concat_inputs; the compact graph has two Concats)
     assert info["concat_inputs_tied"] >= 2 and f"tied {info['concat_inputs_tied']} Concat inputs" in r.stdout
     r = run_cli("calibrate", "--onnx", str(fast), "--target", "cpu", "--activations", "int8", "--images", str(images),

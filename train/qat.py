@@ -598,7 +598,7 @@ def prepare_target(ckpt: Path, target: str, workdir: Path, samples: np.ndarray,
         qdq = workdir / f"ptq.{FILE_KIND[target]}"
         quantize_int8(fp32, qdq, samples, method="percentile", activations=CPU_INT8["activations"],
                       keep_float=list(CPU_INT8["keep_float"] if keep_float is None else keep_float),
-                      op_types=CPU_INT8["op_types"], percentile=percentile)
+                      op_types=CPU_INT8["op_types"], percentile=percentile, pad_channels=CPU_INT8["pad_channels"])
     return fp32, qdq
 
 

@@ -86,8 +86,9 @@ def run(args) -> int:
 
     ch, cw = parse_shape(args.crop)
     keep = keep_float_from(args.keep_float)
-    op_types, float_out = None, None
+    op_types, float_out, pad = None, None, 0
     if args.target == "cpu":
+        pad = CPU_INT8["pad_channels"]
         if args.activations == "int8":
             raise EdgeSRError("--target cpu makes uint8 activations; for symmetric int8 use --target tensorrt")
         args.activations, op_types = CPU_INT8["activations"], list(CPU_INT8["op_types"])
@@ -98,7 +99,7 @@ def run(args) -> int:
                                    min_images=args.batch, max_images=args.max_images)
     res = quantize_int8(fp32, args.output, samples, method=args.method, activations=args.activations,
                         keep_float=keep, percentile=args.percentile, op_types=op_types,
-                        no_output_quant=float_out)
+                        no_output_quant=float_out, pad_channels=pad)
     trt = "TensorRT-compatible" if args.activations == "int8" else "CPU only, NOT TensorRT-compatible"
     if op_types:
         trt += f"; quantized op types: {', '.join(op_types)}" + (" (inputs only)" if float_out else "")
