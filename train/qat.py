@@ -504,9 +504,14 @@ def agreement(qdq_path, module, y_lr_f32: np.ndarray, step: float | None = None)
 
 # the written file passes when at most this share of outputs is more than one output step from the
 # fake-quantized graph (measured: ~0.1% on x86, where ONNX Runtime's integer kernels round a few
-# intermediate values differently and later layers carry that on) and the mean stays well below a step
+# intermediate values differently and later layers carry that on) and the mean stays well below a step.
+# The mean bar was 0.05 until the ReLU compact x2 (session 13): its TensorRT file, PTQ, before any training,
+# measured 0.047 steps mean (0.0006% of outputs over one step) because ONNX Runtime's own basic graph
+# optimizations move its float conv outputs by ~3e-5 and the ReLU network's wide activation ranges carry the
+# few flipped roundings on (runs/ship_relu_compact_x2.log); PReLU models measured ~0.0005. A wrong scale or
+# zero point shows as whole steps.
 AGREE_OVER_1_STEP = 0.01
-AGREE_MEAN_STEPS = 0.05
+AGREE_MEAN_STEPS = 0.1
 
 
 # one 8-bit output level: the unit of the agreement check when the output itself is not quantized
