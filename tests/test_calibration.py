@@ -549,3 +549,41 @@ def test_relu_network_cpu_file_is_integer_end_to_end(images, tmp_path):
     step = float(np.abs(f).max()) / 100
     assert np.abs(a - b).max() <= step  # the zero channels change nothing beyond kernel rounding
     assert np.abs(b - f).mean() < 0.1 * float(np.abs(f).mean()) + 1e-4  # and the file still computes the network
+
+
+def test_refine_and_fake_quant_read_a_padded_cpu_file(images, tmp_path):
+    """A CPU file whose layers were padded before quantizing (CPU_INT8's pad_channels) has wider weights than the
+    float export it came from: the fake-quantized graph (refinement, QAT) pads the float model the same way
+    (train.qat.padded_like), computes what ONNX Runtime computes on the file, and the refined file runs."""
+    import dataclasses
+
+    import onnxruntime as ort
+
+    torch = pytest.importorskip("torch")
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import CPU_INT8, quantize_int8
+    from edge_sr.calibration.refine import refine_file
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.deploy.export import export_onnx
+    from edge_sr.model import DCSCN
+    from edge_sr.train.qat import FakeQuantGraph, agreement, output_step
+
+    torch.manual_seed(11)
+    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
+    with torch.no_grad():
+        m.last.weight.normal_(0, 0.05)
+    ckpt = tmp_path / "relu_compact_x2.safetensors"
+    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    fp = export_onnx(ckpt, tmp_path / "relu.onnx", residual=True, fast=True, verify=False).path
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
+    q = quantize_int8(fp, tmp_path / "p.onnx", s, method="minmax", activations="uint8",
+                      keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"], pad_channels=8).path
+    fq = FakeQuantGraph(onnx.load(str(q)), onnx.load(str(fp)))
+    agree = agreement(q, fq.module(), s[0, 0], output_step(fq) or 1 / 255)
+    assert agree["over_1_step"] <= 0.01 and agree["mean_steps"] <= 0.1, agree  # train.qat's bars
+    out = tmp_path / "r.onnx"
+    res, agree = refine_file(fp, q, out, s[:6], passes=((0.5, 0.8, 1.25),), check_image=s[0, 0])
+    assert res.mse_after <= res.mse_before
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {sess.get_inputs()[0].name: s[:1]})[0].shape == (1, 1, 64, 64)

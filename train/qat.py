@@ -104,6 +104,21 @@ def _np_from_init(t):
     return numpy_helper.to_array(t)
 
 
+def padded_like(qdq_model, float_model):
+    """``float_model`` with its conv layers padded as ``qdq_model``'s were before quantizing (CPU_INT8's
+    pad_channels, recorded in the file's edge_sr.int8 metadata), so that their weights line up tensor for tensor."""
+    meta = {p.key: p.value for p in qdq_model.metadata_props}
+    try:
+        pad = int(json.loads(meta.get("edge_sr.int8", "{}")).get("pad_channels") or 0)
+    except (ValueError, TypeError, AttributeError):
+        pad = 0
+    if not pad:
+        return float_model
+    from edge_sr.deploy.fast_graph import pad_model_channels
+
+    return pad_model_channels(float_model, pad)[0]
+
+
 class FakeQuantGraph:
     """A Q/DQ ONNX graph of edge-sr's op set run by PyTorch, trainable, with exact fake quantization.
 
@@ -116,6 +131,8 @@ class FakeQuantGraph:
         self.model = qdq_model
         g = qdq_model.graph
         self.inits = {t.name: _np_from_init(t) for t in g.initializer}
+        if float_model is not None:
+            float_model = padded_like(qdq_model, float_model)
         float_inits = {t.name: _np_from_init(t) for t in float_model.graph.initializer} if float_model is not None else {}
         unknown = sorted({n.op_type for n in g.node} - self.SUPPORTED)
         if unknown:
