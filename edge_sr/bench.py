@@ -319,7 +319,7 @@ def precision_summary(rows: list, root: str | os.PathLike = "/") -> list[dict]:
         base = files.get("onnx")
         if base is None:
             continue
-        kind, default_int8, why = platform_int8(root, preset=preset)
+        kind, default_int8, why = platform_int8(root, preset=preset, scale=scale)
         entry = {"preset": preset, "scale": scale, "lr_size": list(size), "fp32_fps": base.fps,
                  "platform_int8_file": kind, "platform_default_int8": default_int8, "platform_reason": why}
         for k in ("int8.onnx", "cpu-int8.onnx"):

@@ -29,10 +29,16 @@ PRECISIONS = ("auto", "fp32", "int8")
 INT8_KINDS = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
 MAX_INT8_LOSS_DB = 0.15  # auto never picks an INT8 file that the cache says loses more than this
 MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the noise of a bench, and INT8 costs
-# presets whose CPU INT8 file measured slower than FP32 on x86 even with VNNI: their unmeasured default there is FP32
-# (compact x2: 0.85x / 1.04x at 320x240 / 640x480 on an AVX-512 VNNI EPYC, session 12, docs/benchmarks/README.md;
-# its thin layers gain less from integer convs than the float PReLU between them costs). normal: 1.89x / 1.93x.
-X86_FP32_FIRST = {"compact": "compact's CPU INT8 file measured 0.85x / 1.04x FP32 on an AVX-512 VNNI x86"}
+# (preset, scale) whose CPU INT8 file measured slower than FP32 on x86 even with VNNI: their unmeasured default
+# there is FP32. The PReLU compact models: their thin layers gain less from integer convs than the float PReLU
+# between them costs (compact x3: 0.94x / 1.02x at 320x240 / 640x480 on an AVX-512 VNNI EPYC, session 12; x4 is
+# the same network, not measured there). compact x2 is a ReLU network since session 13 and runs integer end to end:
+# 1.84x / 1.31x its FP32 (docs/benchmarks/README.md); normal x2 1.87x / 1.85x.
+X86_FP32_FIRST = {
+    ("compact", 3): "compact x3's CPU INT8 file measured 0.94x / 1.02x FP32 on an AVX-512 VNNI x86",
+    ("compact", 4): "compact x4's CPU INT8 file is compact x3's kind (PReLU between integer convs), which measured "
+                    "0.94x / 1.02x FP32 on an AVX-512 VNNI x86",
+}
 # some quality (measured 2026-11-26, compact x3 here: the CPU file 1.01x FP32 for -0.025 dB; not worth taking)
 
 
@@ -229,7 +235,8 @@ def cpu_features(root: str | os.PathLike = "/") -> tuple[str, set]:
     return platform.machine().lower(), flags
 
 
-def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | None = None) -> tuple[str, bool, str]:
+def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | None = None,
+                  scale: int | None = None) -> tuple[str, bool, str]:
     """Which INT8 file suits this device, whether INT8 is the default here before anything is measured,
     and why. From ONNX Runtime's documentation (performance/model-optimizations/quantization):
     "x86-64 with VNNI, GPU with Tensor Core int8 support and ARM with dot-product instructions can get
@@ -240,8 +247,8 @@ def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | N
 
     * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
     * x86-64: the CPU file (uint8 activations; measured 1.89x / 1.93x FP32 for normal x2 on an AVX-512 VNNI
-      EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for ``preset`` in
-      X86_FP32_FIRST.
+      EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for
+      (``preset``, ``scale``) in X86_FP32_FIRST.
     * aarch64: the CPU file too (U8S8 on UDOT kernels); INT8 default only with the dot-product extension
       (asimddp: Cortex-A76, Raspberry Pi 5; not the Pi 4's A72). UNMEASURED on a Pi: `edge-sr bench` there
       measures both INT8 files and FP32, and `auto` follows that measurement from then on.
@@ -256,8 +263,8 @@ def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | N
         if not flags & set(VNNI_FLAGS):
             return INT8_KINDS["cpu"], False, "x86-64 without VNNI: INT8 is not expected to pay"
         why = "x86-64 with VNNI: ONNX Runtime's u8s8 kernels"
-        if preset in X86_FP32_FIRST:
-            return INT8_KINDS["cpu"], False, f"{why}, but {X86_FP32_FIRST[preset]}"
+        if (preset, scale) in X86_FP32_FIRST:
+            return INT8_KINDS["cpu"], False, f"{why}, but {X86_FP32_FIRST[(preset, scale)]}"
         return INT8_KINDS["cpu"], True, why
     if machine in ("aarch64", "arm64"):
         dot = "asimddp" in flags
@@ -296,7 +303,7 @@ def choose_precision(preset: str, scale: int, precision: str = "auto", *, lr_siz
     if precision not in PRECISIONS:
         raise EdgeSRError(f"unknown precision {precision!r}: choose {', '.join(PRECISIONS)}")
     fp32 = shipped_path(preset, scale, "onnx")
-    kind, default_int8, why_platform = platform_int8(root, providers, preset)
+    kind, default_int8, why_platform = platform_int8(root, providers, preset, scale)
     int8 = shipped_path(preset, scale, kind)
     if precision == "fp32":
         return fp32, "FP32 asked for"

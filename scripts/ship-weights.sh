@@ -20,10 +20,12 @@
 # when it is better on the held-out photos. QAT_BEST_STEPS=N (default 0): the best file then gets N steps of QAT
 # of its own (train --qat-from FILE --learn-ranges --qat-loss distill) and ships when that is better. KEEP_FLOAT (default first_conv,last_conv): the node groups every PTQ and QAT file leaves
 # in float32 (calibrate --keep-float: the first conv sees the raw input; the reconstruction conv and the residual
-# it writes stay float, a few percent of the arithmetic). CAL_IMAGES: the calibration folder of every PTQ,
+# it writes stay float, a few percent of the arithmetic); KEEP_FLOAT_CPU: the same for the CPU file alone (default
+# KEEP_FLOAT; compact x2's ships with "first_conv": its quantized last conv is 17% of its CPU INT8 time at 640x480
+# and 0.01 dB on Set5). CAL_IMAGES: the calibration folder of every PTQ,
 # equalization, refinement and QAT (default $EDGE_SR_DATA/train/bsd200: its scenes give ranges that also fit hard
 # edges: docs/deploy.md). KINDS: the INT8 files to re-make (default "int8.onnx
-# cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT,
+# cpu-int8.onnx"; one of them only for the checkpoint already shipped). Env: PERCENTILES, REFINE, KEEP_FLOAT, KEEP_FLOAT_CPU,
 # CAL_IMAGES, CAL_MAX_IMAGES (40), KINDS, QAT_STEPS, QAT_BEST_STEPS, QAT_BATCH (16), QAT_PATCH (48), QAT_LR (2e-5),
 # TIE_CONCAT (1: the CPU file ships with its Concat inputs tied, unless that loses more than TIE_TOLERANCE, 0.005 dB,
 # on the held-out photos).
@@ -67,6 +69,7 @@ $bin export --model "$w.safetensors" --residual --fast -o "$w.onnx"
 # the same two graphs activation-equalized for INT8 (calibration/equalize.py: same function, channels rescaled)
 cal=${CAL_IMAGES:-$EDGE_SR_DATA/train/bsd200}
 kf=(--keep-float "${KEEP_FLOAT:-first_conv,last_conv}")
+kfc=(--keep-float "${KEEP_FLOAT_CPU:-${KEEP_FLOAT:-first_conv,last_conv}}")   # the CPU file's (KEEP_FLOAT_CPU)
 cm=(--max-images "${CAL_MAX_IMAGES:-40}")   # calibration images, 2 crops each (refinement time grows with them)
 $bin export --model "$w.safetensors" --residual --equalize "$cal" -o "$tmp/eq_plain.onnx"
 $bin export --model "$w.safetensors" --residual --fast --equalize "$cal" -o "$tmp/eq_fast.onnx"
@@ -81,7 +84,7 @@ for pc in ${PERCENTILES:-99.99 99.995 99.999}; do
     fi
     if wants cpu-int8.onnx; then
       $bin calibrate --onnx "$f" --target cpu --images "$cal" -o "$tmp/$v$pc.cpu-int8.onnx" --percentile "$pc" \
-        "${kf[@]}" "${cm[@]}" --bench none --val none
+        "${kfc[@]}" "${cm[@]}" --bench none --val none
     fi
   done
 done
@@ -107,9 +110,9 @@ for kind in $kinds; do
     bp=$(pick "$tmp/$kind.json" "$kind" ptq eq)
     pc=${bp#ptq}; pc=${pc#eq}
     if [[ $bp == eq* ]]; then p=$tmp/eq_plain.onnx; f=$tmp/eq_fast.onnx; else p=$plain; f=$w.onnx; fi
-    if [ "$kind" = int8.onnx ]; then src=$p; tgt=tensorrt; else src=$f; tgt=cpu; fi
+    if [ "$kind" = int8.onnx ]; then src=$p; tgt=tensorrt; k=("${kf[@]}"); else src=$f; tgt=cpu; k=("${kfc[@]}"); fi
     $bin calibrate --onnx "$src" --target "$tgt" --images "$cal" -o "$tmp/refined.$kind" --percentile "$pc" --refine \
-      "${kf[@]}" "${cm[@]}" --bench none --val none
+      "${k[@]}" "${cm[@]}" --bench none --val none
     $bin eval --data "$tmp/heldout" --scale "$scale" --no-ssim --int8-arithmetic reference --model "$tmp/$best.$kind" \
       --model "$tmp/refined.$kind" --json "$tmp/refined.$kind.json"
     best=$(pick "$tmp/refined.$kind.json" "$kind")

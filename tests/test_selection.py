@@ -230,9 +230,15 @@ def test_auto_without_measurement_is_the_platform_default(shipped, tmp_path, mon
     w = shipped["onnx"].parent
     path, why = choose_precision("normal", 2, "auto", root=_x86(tmp_path, monkeypatch))
     assert path == w / "dcscn_normal_x2.cpu-int8.onnx" and "platform default" in why and "not measured" in why
-    # compact's CPU INT8 file measured slower than FP32 on a VNNI x86 (docs/benchmarks): FP32 until this device says
+    # compact x2 (a ReLU network since session 13) runs its CPU INT8 file; compact x3's (PReLU) measured slower than
+    # FP32 on a VNNI x86 (docs/benchmarks): FP32 there until this device says otherwise
     path, why = choose_precision("compact", 2, "auto", root=_x86(tmp_path, monkeypatch))
-    assert path == shipped["onnx"] and "platform default" in why and "compact's CPU INT8 file measured" in why
+    assert path == shipped["cpu-int8.onnx"] and "platform default" in why
+    w3 = {k: w / f"dcscn_compact_x3.{k}" for k in ("onnx", "cpu-int8.onnx")}
+    for p in w3.values():
+        p.write_bytes(b"x")
+    path, why = choose_precision("compact", 3, "auto", root=_x86(tmp_path, monkeypatch))
+    assert path == w3["onnx"] and "platform default" in why and "compact x3's CPU INT8 file measured" in why
     for preset in ("compact", "normal"):
         path, why = choose_precision(preset, 2, "auto", root=_x86(tmp_path / "b", monkeypatch, vnni=False))
         assert path == w / f"dcscn_{preset}_x2.onnx" and "platform default" in why
@@ -263,10 +269,11 @@ def test_auto_follows_the_bench_cache(shipped, tmp_path, monkeypatch, cache_dir)
     _cache([_row(shipped["cpu-int8.onnx"], 31.6, 4, "int8", psnr=33.97)])  # 1.053x: measurably faster
     path, why = choose_precision("compact", 2, "auto", threads=0, root=root)
     assert path == shipped["cpu-int8.onnx"] and "1.05x" in why
-    # a file changed since it was measured: its rows no longer count (compact's platform default on x86: FP32)
+    # a file changed since it was measured: its rows no longer count (compact x2's platform default on a VNNI x86:
+    # its CPU INT8 file)
     os.utime(shipped["onnx"], (1, 1))
     path, why = choose_precision("compact", 2, "auto", threads=0, root=root)
-    assert path == shipped["onnx"] and "platform default" in why
+    assert path == shipped["cpu-int8.onnx"] and "platform default" in why
 
 
 def test_resolve_model_with_precision(shipped, tmp_path, monkeypatch, cache_dir, caplog):
@@ -326,13 +333,13 @@ def test_upscale_runs_an_int8_file_as_given(tmp_path, cache_dir):
 
 
 def test_bench_report_names_the_same_platform_default(tmp_path, monkeypatch):
-    """The bench report's per-preset platform default is choose_precision's: compact FP32 first on a VNNI x86."""
+    """The bench report's per-model platform default is choose_precision's: compact x3 FP32 first on a VNNI x86."""
     from types import SimpleNamespace
 
     from edge_sr.bench import precision_summary
 
     root = _x86(tmp_path, monkeypatch)
-    rows = [SimpleNamespace(kind="edge-sr", path=f"/w/dcscn_{p}_x2.{k}", lr_size=(320, 240), fps=10.0, psnr=None)
-            for p in ("compact", "normal") for k in ("onnx", "cpu-int8.onnx")]
-    got = {e["preset"]: e["platform_default_int8"] for e in precision_summary(rows, root)}
-    assert got == {"compact": False, "normal": True}
+    rows = [SimpleNamespace(kind="edge-sr", path=f"/w/dcscn_{p}_x{s}.{k}", lr_size=(320, 240), fps=10.0, psnr=None)
+            for p in ("compact", "normal") for s in (2, 3) for k in ("onnx", "cpu-int8.onnx")]
+    got = {(e["preset"], e["scale"]): e["platform_default_int8"] for e in precision_summary(rows, root)}
+    assert got == {("compact", 2): True, ("compact", 3): False, ("normal", 2): True, ("normal", 3): True}
