@@ -172,7 +172,10 @@ def test_set5_int8_within_bar(shipped_fp32, set5, tmp_path):
     s = load_calibration_set(set5, crop=(64, 64), crops_per_image=4)
     q = quantize_int8(shipped_fp32, tmp_path / "q.onnx", s, method="percentile", keep_float=["first_conv"]).path
     ps = protocol_psnr({"fp32": shipped_fp32, "int8": q}, set5)
-    assert ps["fp32"] == pytest.approx(37.302, abs=0.01)  # docs/quality/compact_x2.json
+    from conftest import REPO
+
+    report = json.loads((REPO / "docs" / "quality" / "compact_x2.json").read_text())["results"]
+    assert ps["fp32"] == pytest.approx(report["edge_sr/weights/dcscn_compact_x2.onnx"]["set5"]["psnr"], abs=0.01)
     assert -0.15 < ps["int8"] - ps["fp32"] < 0.05
 
 
