@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from conftest import run_cli, textured_bgr
+from edge_sr.train.qat import AGREE_MEAN_STEPS  # noqa: E402
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -51,6 +52,15 @@ def _y():
     return (y_from_bgr_u8(textured_bgr(40, 52, seed=9)) / 255.0).astype(np.float32)
 
 
+def _ref_level(target):
+    """The ONNX Runtime session that is the reference for ``target``'s file. The CPU file: ONNX Runtime as it loads
+    it (it fuses the integer convs and rounds their biases to int32 there). The TensorRT file, which ONNX Runtime runs
+    in float: the graph as written, unoptimized; even the basic optimizations move its float conv outputs by ~3e-5,
+    which flips a few roundings that the ReLU compact x2's wide ranges carry on (0.07 output steps on average, against
+    0.0004 unoptimized; with the PReLU network both were ~0.001)."""
+    return "ORT_DISABLE_ALL" if target.startswith("tensorrt") else "ORT_ENABLE_BASIC"
+
+
 def _ort(path, x, level="ORT_ENABLE_BASIC"):
     so = ort.SessionOptions()
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
@@ -72,7 +82,7 @@ def test_fake_quant_graph_is_the_qdq_file(ptq, target):
     y = _y()
     with torch.no_grad():
         got = m(torch.from_numpy(y)[None, None]).numpy()
-    ref = _ort(qdq, y)
+    ref = _ort(qdq, y, _ref_level(target))
     step = check_step(fq)  # the output's Q step, or one 8-bit level where the last conv stays float
     # the default keeps the output float; with the last conv quantized the CPU file quantizes the output, the
     # TensorRT file (conv outputs float: TENSORRT_INT8) still does not
@@ -149,7 +159,7 @@ def test_qat_run_writes_checked_files(images, tmp_path):
         t = rep["targets"][target]
         f = out / f"dcscn_compact_x2.{kind}"
         assert f.is_file() and str(f) == t["file"]
-        assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= 0.05
+        assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= AGREE_MEAN_STEPS
         assert {"val_psnr_fp32", "val_psnr_ptq", "val_psnr_qat"} <= set(t)
         meta = {p.key: p.value for p in onnx.load(str(f)).metadata_props}
         assert json.loads(meta["edge_sr.qat"])["target"] == target and meta["edge_sr.precision"] == "int8"
@@ -217,14 +227,14 @@ def test_learned_ranges_are_written_as_trained(ptq, target, tmp_path):
     with torch.no_grad():
         for p in scales:
             p.add_(torch.empty(1).uniform_(-0.2, 0.2, generator=g))
-        for p in zps:
-            p.add_(torch.empty(1).uniform_(-4, 4, generator=g))
+        for p in zps:  # upwards: a ReLU network's zero points sit at 0, the bottom of uint8
+            p.add_(torch.empty(1).uniform_(1.5, 4, generator=g))
     path = tmp_path / "learned.onnx"
     onnx.save(fq.to_qdq(m.trained(), m.learned_ranges()), str(path))
     y = _y()
     with torch.no_grad():
         got = m(torch.from_numpy(y)[None, None]).numpy()
-    ref = _ort(path, y)
+    ref = _ort(path, y, _ref_level(target))
     step = check_step(fq)
     d = np.abs(got - ref) / step
     assert d.max() <= 2.01 and (d > 0.5).mean() < 0.01 and d.mean() < 0.01, (d.max(), (d > 0.5).mean(), d.mean())
@@ -261,7 +271,7 @@ def test_qat_from_a_file_with_learned_ranges(ptq, images, tmp_path):
     rep = json.loads((out / "qat.json").read_text())
     assert list(rep["targets"]) == ["cpu"] and rep["learn_ranges"] and rep["qat_loss"] == "distill"
     t = rep["targets"]["cpu"]
-    assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= 0.05
+    assert t["agreement"]["over_1_step"] <= 0.01 and t["agreement"]["mean_steps"] <= AGREE_MEAN_STEPS
     assert t["ranges_changed"]["scale_ratio_min_max"] != [1.0, 1.0]
     meta = json.loads({p.key: p.value for p in onnx.load(t["file"]).metadata_props}["edge_sr.qat"])
     assert meta["learn_ranges"] and meta["start"] == ptq["cpu"][1].name

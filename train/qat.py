@@ -154,6 +154,12 @@ class FakeQuantGraph:
                 info = np.iinfo(zp.dtype)
                 self.act_q[n.name] = (float(s.reshape(())), int(zp.reshape(())), int(info.min), int(info.max))
                 self.act_q_inits[n.name] = (n.input[1], n.input[2] if len(n.input) > 2 and n.input[2] else None)
+        # quantizes whose zero point is the type's minimum, right after a conv: where ONNX Runtime's quantizer dropped
+        # a Relu (CPU_INT8 quantizes Relu: the conv's output takes the Relu's range, and the quantize's clipping at
+        # zero is the Relu). Unquantized (float reference, kept-float nodes) they must still apply it.
+        self.relu_q = {n.name for n in g.node if n.op_type == "QuantizeLinear"
+                       and self.act_q[n.name][1] == self.act_q[n.name][2]
+                       and producers.get(n.input[0]) is not None and producers[n.input[0]].op_type == "Conv"}
         for n in g.node:
             if n.op_type != "Conv":
                 continue
@@ -364,8 +370,10 @@ def _build_module(fq: FakeQuantGraph):
                     if quant and k:
                         env[n.output[0]] = torch._fake_quantize_learnable_per_tensor_affine(
                             v, torch.exp(self.r[k + "s"]), self.r[k + "z"], lo, hi, 1.0)
+                    elif quant:
+                        env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi)
                     else:
-                        env[n.output[0]] = torch.fake_quantize_per_tensor_affine(v, s, zp, lo, hi) if quant else v
+                        env[n.output[0]] = torch.relu(v) if n.name in fq.relu_q else v
                     continue
                 if op == "DequantizeLinear":
                     src = n.input[0]

@@ -36,7 +36,8 @@ def add_parser(sub) -> None:
                    help="tensorrt (default): the .int8.onnx that TensorRT runs: symmetric signed INT8 on the inputs of "
                    "each conv, conv outputs float (TensorRT's placement: calibration.quantize.TENSORRT_INT8); cpu: the "
                    ".cpu-int8.onnx recipe for ONNX Runtime on CPUs (uint8 activations, "
-                   "only Conv and Concat quantized: calibration.quantize.CPU_INT8, each Concat's inputs on its own scale), "
+                   "Conv, Concat and Relu quantized, layers padded to 8 channels: calibration.quantize.CPU_INT8; each Concat's "
+                   "inputs then tied to its scale), "
                    "from the shipped fast FP32 graph")
     p.add_argument("--activations", choices=("int8", "uint8"), default=None,
                    help="int8: symmetric, TensorRT-compatible (default); uint8: asymmetric, faster with x86 ONNX "
