@@ -33,7 +33,7 @@ MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the
 # there is FP32. The PReLU compact models: their thin layers gain less from integer convs than the float PReLU
 # between them costs (compact x3: 0.94x / 1.02x at 320x240 / 640x480 on an AVX-512 VNNI EPYC, session 12; x4 is
 # the same network, not measured there). compact x2 is a ReLU network since session 13 and runs integer end to end:
-# 1.84x / 1.31x its FP32 (docs/benchmarks/README.md); normal x2 1.87x / 1.85x.
+# 1.85x / 1.78x its FP32 (medians of three bench runs, docs/benchmarks/README.md); normal x2 1.73x / 1.80x.
 X86_FP32_FIRST = {
     ("compact", 3): "compact x3's CPU INT8 file measured 0.94x / 1.02x FP32 on an AVX-512 VNNI x86",
     ("compact", 4): "compact x4's CPU INT8 file is compact x3's kind (PReLU between integer convs), which measured "
