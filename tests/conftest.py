@@ -94,6 +94,24 @@ def set5(data_root) -> Path:
     return data_root / "val" / "set5"
 
 
+def relu_compact_checkpoint(path: Path, seed: int) -> Path:
+    """A compact x2 ReLU network (``--activation relu``) with deterministic random weights, saved at ``path``."""
+    import dataclasses
+
+    import torch
+
+    from edge_sr.checkpoint import save_checkpoint
+    from edge_sr.config import preset
+    from edge_sr.model import DCSCN
+
+    torch.manual_seed(seed)
+    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
+    with torch.no_grad():  # a visible residual
+        m.last.weight.normal_(0, 0.05)
+    save_checkpoint(path, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A compact x2 checkpoint with deterministic random weights (no training)."""

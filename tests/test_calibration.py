@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,13 +431,23 @@ def test_tensorrt_file_quantizes_conv_inputs_only(fp32, images, tmp_path):
     assert _reference_mse(out, fp32, s) < _reference_mse(every_op, fp32, s)
 
 
+def _session_ops(path, workdir):
+    """The op types of the graph ONNX Runtime actually runs for ``path`` (its optimized model, CPU provider)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(Path(workdir) / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in onnx.load(str(Path(workdir) / "opt.onnx")).graph.node]
+
+
 def test_tied_concat_copies_and_keeps_the_arithmetic(shipped_fp32, images, tmp_path):
     """tie_concat_inputs: every quantized Concat input takes the Concat's scale and zero point (ONNX Runtime's
     QLinearConcat then copies), no integer conv is lost to a stale int32 bias scale (ONNX Runtime fuses
     QLinearConv only where bias scale = input scale x weight scale), and the kernels still compute the file's
     own Q/DQ arithmetic (ONNX's float reference, int8_arithmetic="reference")."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper as nh
 
     from edge_sr.backends.onnxruntime import OnnxUpscaler
@@ -449,14 +460,7 @@ def test_tied_concat_copies_and_keeps_the_arithmetic(shipped_fp32, images, tmp_p
     n = tie_concat_file(res.path, tmp_path / "t.onnx")
     assert n >= 2  # compact: the feature Concat's inputs and the reconstruction Concat's
 
-    def fused(path):
-        so = ort.SessionOptions()
-        so.optimized_model_filepath = str(tmp_path / "opt.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return [nd.op_type for nd in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
-
-    before, after = fused(res.path), fused(tmp_path / "t.onnx")
+    before, after = _session_ops(res.path, tmp_path), _session_ops(tmp_path / "t.onnx", tmp_path)
     assert after.count("QLinearConv") == before.count("QLinearConv") > 0
     assert after.count("QLinearConcat") == before.count("QLinearConcat") > 0
 
@@ -494,24 +498,16 @@ def test_relu_network_cpu_file_is_integer_end_to_end(images, tmp_path):
     zero point 0), so the session runs QLinearConv to QLinearConv with no float step between them; the padded
     layers change nothing (same output as the unpadded file within a level); the placement without Relu leaves
     a Dequantize -> Relu -> Quantize detour per layer."""
-    import dataclasses
-
     import onnxruntime as ort
 
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from conftest import relu_compact_checkpoint
+
     from edge_sr.calibration.data import load_calibration_set
     from edge_sr.calibration.quantize import CPU_INT8, quantize_int8
-    from edge_sr.checkpoint import save_checkpoint
-    from edge_sr.config import preset
     from edge_sr.deploy.export import export_onnx
-    from edge_sr.model import DCSCN
 
-    torch.manual_seed(7)
-    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
-    with torch.no_grad():
-        m.last.weight.normal_(0, 0.05)
-    ckpt = tmp_path / "relu_compact_x2.safetensors"
-    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    ckpt = relu_compact_checkpoint(tmp_path / "relu_compact_x2.safetensors", seed=7)
     fp = export_onnx(ckpt, tmp_path / "relu.onnx", residual=True, fast=True, verify=False).path
     out = tmp_path / "relu.cpu-int8.onnx"
     r = run_cli("calibrate", "--onnx", str(fp), "--target", "cpu", "--images", str(images), "-o", str(out),
@@ -522,19 +518,12 @@ def test_relu_network_cpu_file_is_integer_end_to_end(images, tmp_path):
     meta = json.loads({p.key: p.value for p in mp.metadata_props}["edge_sr.int8"])
     assert meta["pad_channels"] == 8 and meta["padded_layers"] >= 4  # 26, 22, 18, 14, 11 filters -> x8
 
-    def session_ops(path):
-        so = ort.SessionOptions()
-        so.optimized_model_filepath = str(tmp_path / "opt.onnx")
-        so.log_severity_level = 3
-        ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        return [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
-
-    ops = session_ops(out)
+    ops = _session_ops(out, tmp_path)
     assert ops.count("QLinearConv") == 8 and "Relu" not in ops and ops.count("QuantizeLinear") <= 4, ops
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
     old = quantize_int8(fp, tmp_path / "old.onnx", s, method="minmax", activations="uint8",
                         keep_float=list(CPU_INT8["keep_float"]), op_types=["Conv", "Concat"]).path
-    assert session_ops(old).count("QuantizeLinear") >= 10  # a float Relu detour per layer
+    assert _session_ops(old, tmp_path).count("QuantizeLinear") >= 10  # a float Relu detour per layer
 
     unpadded = quantize_int8(fp, tmp_path / "u.onnx", s, method="minmax", activations="uint8",
                              keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"]).path
@@ -558,26 +547,18 @@ def test_refine_and_fake_quant_read_a_padded_cpu_file(images, tmp_path):
     """A CPU file whose layers were padded before quantizing (CPU_INT8's pad_channels) has wider weights than the
     float export it came from: the fake-quantized graph (refinement, QAT) pads the float model the same way
     (train.qat.padded_like), computes what ONNX Runtime computes on the file, and the refined file runs."""
-    import dataclasses
-
     import onnxruntime as ort
 
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
+    from conftest import relu_compact_checkpoint
+
     from edge_sr.calibration.data import load_calibration_set
     from edge_sr.calibration.quantize import CPU_INT8, quantize_int8
     from edge_sr.calibration.refine import refine_file
-    from edge_sr.checkpoint import save_checkpoint
-    from edge_sr.config import preset
     from edge_sr.deploy.export import export_onnx
-    from edge_sr.model import DCSCN
     from edge_sr.train.qat import FakeQuantGraph, agreement, output_step
 
-    torch.manual_seed(11)
-    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
-    with torch.no_grad():
-        m.last.weight.normal_(0, 0.05)
-    ckpt = tmp_path / "relu_compact_x2.safetensors"
-    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    ckpt = relu_compact_checkpoint(tmp_path / "relu_compact_x2.safetensors", seed=11)
     fp = export_onnx(ckpt, tmp_path / "relu.onnx", residual=True, fast=True, verify=False).path
     s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
     q = quantize_int8(fp, tmp_path / "p.onnx", s, method="minmax", activations="uint8",

@@ -74,20 +74,12 @@ def test_default_passes_are_exact(exports, tmp_path, kind):
 
 def test_relu_network_merges_its_relus_exactly(tmp_path):
     """The ReLU variant: A1 and B1 become one conv, one Relu and a Split, bit-identical to the plain export."""
-    import dataclasses
+    from conftest import relu_compact_checkpoint
 
-    from edge_sr.checkpoint import save_checkpoint
-    from edge_sr.config import preset
     from edge_sr.deploy.export import export_onnx
     from edge_sr.deploy.fast_graph import optimize
-    from edge_sr.model import DCSCN
 
-    torch.manual_seed(5)
-    m = DCSCN(dataclasses.replace(preset("compact", 2), activation="relu"))
-    with torch.no_grad():
-        m.last.weight.normal_(0, 0.05)
-    ckpt = tmp_path / "relu_compact_x2.safetensors"
-    save_checkpoint(ckpt, m.config, {k: v.numpy() for k, v in m.state_dict().items()})
+    ckpt = relu_compact_checkpoint(tmp_path / "relu_compact_x2.safetensors", seed=5)
     plain = export_onnx(ckpt, tmp_path / "plain.onnx", residual=True).path
     mp = onnx.load(str(plain))
     fast, rep = optimize(mp)

@@ -174,7 +174,7 @@ def test_qat_without_init_is_one_line(tmp_path):
 
 
 def test_calibrate_target_cpu_recipe(tiny_checkpoint, images, tmp_path):
-    """calibrate --target cpu: uint8 activations, only Conv and Concat quantized (the PReLU's Mul/Max of the fast
+    """calibrate --target cpu: uint8 activations, only Conv, Concat and Relu quantized (the PReLU's Mul/Max of the fast
     graph stay float), not TensorRT-compatible; --target cpu with --activations int8 is refused in one line."""
     from edge_sr.deploy.export import export_onnx
 

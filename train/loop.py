@@ -198,7 +198,8 @@ def _load_init(model: DCSCN, config, path: str) -> None:
     if cfg.activation == "prelu" and config.activation == "relu":
         # a PReLU network starts a ReLU one: the convs carry over, the slopes are dropped (ReLU is PReLU with
         # slope 0, so the first steps undo the change)
-        prelu = {k for k, v in weights.items() if k not in model.state_dict() and v.ndim == 1}
+        own = model.state_dict()
+        prelu = {k for k, v in weights.items() if k not in own and v.ndim == 1}
         weights = {k: v for k, v in weights.items() if k not in prelu}
         cfg = dataclasses.replace(cfg, activation="relu")
         log.info("initialised PReLU -> ReLU: %d slope tensors dropped", len(prelu))
