@@ -349,6 +349,37 @@ def tie_concat_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     return n
 
 
+def pad_int8_file(src: str | os.PathLike, dst: str | os.PathLike, multiple: int | None = None) -> int:
+    """A CPU INT8 file with its conv layers padded to a multiple of ``multiple`` (default CPU_INT8's) output channels
+    after quantization (deploy.fast_graph.pad_model_channels on the Q/DQ graph: zero integer filters, the real
+    channels' integer arithmetic untouched, so ONNX Runtime's output is the same bit for bit and no calibration is
+    redone), written atomically to ``dst`` (may be ``src``); metadata records the padded layers, so refinement and
+    QAT of the file pad their float model alike (train.qat.padded_like). Returns the number of layers padded (0 for
+    a file padded before quantizing, or padded already)."""
+    onnx = require("onnx", "INT8 calibration")
+    from edge_sr.deploy.fast_graph import pad_model_channels
+    from edge_sr.imageio import atomic_path
+
+    multiple = multiple or CPU_INT8["pad_channels"]
+    mp = onnx.load(str(src))
+    key = META_PREFIX + "int8"
+    meta = {p.key: p.value for p in mp.metadata_props}
+    info = json.loads(meta.get(key, "{}"))
+    if info.get("symmetric_activations") or info.get("activations") == "int8":
+        raise EdgeSRError(f"{src}: a TensorRT (symmetric int8) file; padding is for the CPU INT8 file")
+    if info.get("pad_channels") not in (None, multiple):
+        raise EdgeSRError(f"{src}: padded to {info['pad_channels']} channels already, not {multiple}")
+    padded, n = pad_model_channels(mp, multiple)
+    if key in meta:
+        info["pad_channels"] = multiple
+        info["padded_layers"] = int(info.get("padded_layers") or 0) + n
+        meta[key] = json.dumps(info, sort_keys=True)
+        replace_metadata(padded, meta)
+    with atomic_path(Path(dst)) as tmp:
+        onnx.save(padded, str(tmp))
+    return n
+
+
 def _check_symmetric_int8(mp, onnx) -> None:
     """Every Q/DQ zero point must be int8 0: what TensorRT accepts."""
     from onnx import numpy_helper

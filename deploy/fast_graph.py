@@ -248,66 +248,195 @@ def _set_init(g: _Graph, name: str, arr: np.ndarray) -> None:
     g.init[name].CopyFrom(t)
 
 
+# zero-preserving pointwise ops an activation is made of: Relu, PRelu, rewrite_prelu's Mul / Max / Min forms, and in
+# an INT8 file the per-tensor QuantizeLinear / DequantizeLinear pairs around them
+_ACTIVATION_OPS = ("Relu", "PRelu", "Mul", "Max", "Min", "QuantizeLinear", "DequantizeLinear")
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+class _Param:
+    """A conv's weight or bias: a float initializer, or (in an INT8 Q/DQ file) the DequantizeLinear of an integer
+    initializer with its scale and zero point, per tensor or per output channel (axis 0). ``ok`` is False for
+    anything else (a computed tensor)."""
+
+    def __init__(self, g: _Graph, producers: dict, tensor: str):
+        self.g, self.ok, self.dq = g, False, None
+        if tensor in g.init:
+            self.names, self.ok = [tensor], True
+            return
+        n = producers.get(tensor)
+        if n is None or n.op_type != "DequantizeLinear" or not all(i in g.init for i in n.input if i):
+            return
+        q = g.array(n.input[0])
+        axis = _attrs(g.onnx, n).get("axis", 1)
+        per_channel = [g.array(i).size > 1 for i in n.input[1:] if i]
+        if any(per_channel) and (axis % max(q.ndim, 1)) != 0:
+            return
+        self.dq, self.names, self.ok = n, [i for i in n.input], True
+
+    @property
+    def shape(self):
+        return self.g.array(self.names[0]).shape
+
+    def pad_out(self, extra: int, scale_fill=None) -> None:
+        """``extra`` zero output channels (axis 0); ``scale_fill``: the new channels' scales (else the median)."""
+        g = self.g
+        q = g.array(self.names[0])
+        _set_init(g, self.names[0], np.concatenate([q, np.zeros((extra,) + q.shape[1:], q.dtype)]))
+        if self.dq is None:
+            return
+        for k, name in enumerate(self.names[1:3], 1):  # a per-channel scale: the median (any positive value
+            if not name:  # works: the weights are 0); a per-channel zero point: 0
+                continue
+            a = g.array(name)
+            if a.size > 1:
+                fill = np.full(extra, np.median(a) if k == 1 else 0, a.dtype)
+                if k == 1 and scale_fill is not None:
+                    fill = np.asarray(scale_fill, a.dtype).reshape(extra)
+                _set_init(g, name, np.concatenate([a.reshape(-1), fill]))
+
+    def pad_in(self, at: int, extra: int) -> None:
+        """``extra`` input channels (axis 1) inserted at ``at`` whose weights are 0 (the zero point in an INT8 file)."""
+        g = self.g
+        w = g.array(self.names[0])
+        fill = np.zeros((w.shape[0], extra) + w.shape[2:], w.dtype)
+        if self.dq is not None and len(self.names) > 2 and self.names[2]:
+            zp = g.array(self.names[2]).reshape(-1)
+            fill[:] = zp.reshape((-1,) + (1,) * (w.ndim - 1)) if zp.size > 1 else zp[0]
+        _set_init(g, self.names[0], np.concatenate([w[:, :at], fill, w[:, at:]], axis=1))
+
+
+def _per_tensor(g: _Graph, n) -> bool:
+    return n.op_type in _QDQ and all(g.array(i) is not None and g.array(i).size == 1 for i in n.input[1:] if i)
+
+
+def _activation_region(g: _Graph, conv, cons, n_out: int):
+    """The activation after ``conv``: the pointwise nodes (``_ACTIVATION_OPS``) fed by its output and by constants
+    (scalars, or one value per channel shaped [..., C, 1, 1]) that map a zero channel to zero: a Relu, a PRelu,
+    rewrite_prelu's Mul + Max / Min and sign-flipped forms, and an INT8 file's per-tensor Q/DQ. Returns (the tensors
+    of the region read outside it, [(node, input index)] of the per-channel constants), or None when the region is
+    empty, reaches a graph output or leaves the conv's own output read outside it."""
+    region, inside, consts = {conv.output[0]}, [], []
+    nodes = list(g.g.node)
+    exported = set()
+    for n in nodes[nodes.index(conv) + 1:]:
+        ins = [i for i in n.input if i in region]
+        if not ins:
+            continue
+        ok = n.op_type in _ACTIVATION_OPS and len(n.output) == 1 and (n.op_type not in _QDQ or _per_tensor(g, n))
+        found = []
+        for k, i in enumerate(n.input):
+            if not ok or i in region or (not i and n.op_type in _QDQ):
+                continue
+            a = g.array(i)
+            if a is None:
+                ok = False
+            elif a.size == 1:
+                ok = n.op_type not in ("Max", "Min") or float(a.reshape(-1)[0]) == 0.0
+            elif a.ndim >= 3 and a.size == n_out and a.shape[-3] == n_out:
+                found.append((n, k))
+            else:
+                ok = False
+        if ok:
+            inside.append(n)
+            consts += found
+            region.add(n.output[0])
+        else:
+            exported.update(ins)
+    if not inside or conv.output[0] in exported or region & {o.name for o in g.g.output}:
+        return None
+    return exported, consts
+
+
+def _conv_readers(g: _Graph, cons, t: str):
+    """The nodes that read ``t``, through per-tensor Q/DQ chains: [(node, the tensor it reads)], None if a chain ends
+    nowhere."""
+    out = []
+    for u in cons.get(t, []):
+        if _per_tensor(g, u):
+            sub = _conv_readers(g, cons, u.output[0])
+            if not sub:
+                return None
+            out += sub
+        else:
+            out.append((u, t))
+    return out
+
+
 def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
-    """Conv -> PRelu layers whose channel count is not a multiple of ``multiple`` get zero filters
-    (zero weights, bias and slope: the extra channels are exactly 0) and every consumer conv gets zero
-    input weights for them, through a channel Concat too. ONNX Runtime runs a convolution in its
-    blocked NCHWc layout only when its input channels are a multiple of the block (8 with AVX2, 16
-    with AVX-512) or fewer than it; the others fall back to im2col + GEMM. Returns the number of
-    layers padded."""
+    """Conv -> activation layers whose channel count is not a multiple of ``multiple`` get zero filters
+    (zero weights, bias and per-channel activation constants: the extra channels are exactly 0) and every
+    consumer conv gets zero input weights for them, through a channel Concat too. The activation is a Relu,
+    a PRelu or rewrite_prelu's Mul / Max form (``_activation_region``), and the graph a float one or an INT8
+    Q/DQ file (weights behind DequantizeLinear, per-tensor Q/DQ between the layers): the integer arithmetic of
+    the real channels is unchanged, so a shipped CPU INT8 file pads without re-calibration. ONNX Runtime runs a
+    convolution in its blocked NCHWc layout only when its input channels are a multiple of the block (8 with
+    AVX2, 16 with AVX-512) or fewer than it; the others fall back to im2col + GEMM; its u8s8 kernels are faster
+    on such channel counts too. Returns the number of layers padded."""
     done = 0
     while True:
         chans, cons = _channels(g), g.consumers()
+        producers = {o: n for n in g.g.node for o in n.output}
         for conv in [n for n in g.g.node if n.op_type == "Conv"]:
-            w = g.array(conv.input[1])
-            if w is None or _attrs(g.onnx, conv).get("group", 1) != 1:
+            w = _Param(g, producers, conv.input[1])
+            if not w.ok or len(w.shape) != 4 or _attrs(g.onnx, conv).get("group", 1) != 1:
                 continue
             n_out = w.shape[0]
             if n_out % multiple == 0 or n_out < min_channels:
                 continue
-            users = cons.get(conv.output[0], [])
-            if len(users) != 1 or users[0].op_type not in ("PRelu", "Relu") \
-                    or (users[0].op_type == "PRelu" and g.array(users[0].input[1]) is None):
+            b = _Param(g, producers, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+            if b is not None and not b.ok:
                 continue
-            prelu = users[0]  # the activation: PRelu (constant slope) or Relu
-            slope = g.array(prelu.input[1]) if prelu.op_type == "PRelu" else np.zeros(1, np.float32)
-            if slope.size not in (1, n_out) or (len(conv.input) > 2 and conv.input[2] and g.array(conv.input[2]) is None):
+            region = _activation_region(g, conv, cons, n_out)
+            if region is None:
                 continue
-            # consumers of the activation: convs (as data input) or channel Concats read only by convs
-            plan, ok = [], True
-            for u in cons.get(prelu.output[0], []):
-                if u.op_type == "Conv" and list(u.input).index(prelu.output[0]) == 0 and g.array(u.input[1]) is not None \
-                        and _attrs(g.onnx, u).get("group", 1) == 1:
-                    plan.append((u, 0))
-                elif u.op_type == "Concat" and _attrs(g.onnx, u).get("axis") in (1, -3) and all(i in chans for i in u.input):
-                    off = 0
-                    for i in u.input:
-                        if i == prelu.output[0]:
+            exported, consts = region
+            # readers of the activation: convs (as data input) or channel Concats read only by convs
+            plan, ok = [], bool(exported)
+            for t in exported:
+                for u in cons.get(t, []):
+                    if u.op_type == "Conv" and list(u.input).index(t) == 0 and _attrs(g.onnx, u).get("group", 1) == 1 \
+                            and _Param(g, producers, u.input[1]).ok:
+                        plan.append((u, 0))
+                    elif u.op_type == "Concat" and _attrs(g.onnx, u).get("axis") in (1, -3) and all(i in chans for i in u.input):
+                        off = 0
+                        for i in u.input:
+                            if i == t:
+                                break
+                            off += chans[i]
+                        readers = _conv_readers(g, cons, u.output[0])
+                        if not readers or not all(r.op_type == "Conv" and r.input[0] == rt and _Param(g, producers, r.input[1]).ok
+                                                  and _attrs(g.onnx, r).get("group", 1) == 1 for r, rt in readers):
+                            ok = False
                             break
-                        off += chans[i]
-                    readers = cons.get(u.output[0], [])
-                    if not readers or not all(r.op_type == "Conv" and r.input[0] == u.output[0] and g.array(r.input[1]) is not None
-                                              and _attrs(g.onnx, r).get("group", 1) == 1 for r in readers):
+                        plan += [(r, off) for r, _ in readers]
+                    else:
                         ok = False
                         break
-                    plan += [(r, off) for r in readers]
-                else:
-                    ok = False
+                if not ok:
                     break
             if not ok or not plan:
                 continue
             extra = multiple - n_out % multiple
-            _set_init(g, conv.input[1], np.concatenate([w, np.zeros((extra,) + w.shape[1:], w.dtype)]))
-            if len(conv.input) > 2 and conv.input[2]:
-                _set_init(g, conv.input[2], np.concatenate([g.array(conv.input[2]), np.zeros(extra, np.float32)]))
-            if prelu.op_type == "PRelu":
-                s = np.broadcast_to(slope.reshape(-1), (n_out,))
-                _set_init(g, prelu.input[1], np.concatenate([s, np.zeros(extra, s.dtype)]).reshape(-1, 1, 1))
+            w.pad_out(extra)
+            if b is not None:
+                # an int32 bias keeps ONNX Runtime's invariant bias scale = input scale x weight scale (QLinearConv)
+                fill, x = None, producers.get(conv.input[0])
+                if b.dq is not None and w.dq is not None and x is not None and _per_tensor(g, x) \
+                        and x.op_type == "DequantizeLinear" and g.array(w.names[1]).size > 1:
+                    fill = float(g.array(x.input[1]).reshape(-1)[0]) * g.array(w.names[1]).reshape(-1)[n_out:]
+                b.pad_out(extra, fill)
+            for node, k in consts:
+                name = node.input[k]
+                a = g.array(name)
+                pad = np.zeros(a.shape[:-3] + (extra,) + a.shape[-2:], a.dtype)
+                padded = np.concatenate([a, pad], axis=a.ndim - 3)
+                if len(cons.get(name, [])) == 1:  # its own constant: padded in place (names stay, for train.qat)
+                    _set_init(g, name, padded)
+                else:  # shared (rewrite_prelu's sign vector): a padded copy for this node
+                    node.input[k] = g.add_init(name, padded)
             for r, off in plan:
-                wr = g.array(r.input[1])
-                at = off + n_out
-                _set_init(g, r.input[1], np.concatenate(
-                    [wr[:, :at], np.zeros((wr.shape[0], extra) + wr.shape[2:], wr.dtype), wr[:, at:]], axis=1))
+                _Param(g, producers, r.input[1]).pad_in(off + n_out, extra)
             done += 1
             break
         else:

@@ -571,3 +571,56 @@ def test_refine_and_fake_quant_read_a_padded_cpu_file(images, tmp_path):
     assert res.mse_after <= res.mse_before
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, {sess.get_inputs()[0].name: s[:1]})[0].shape == (1, 1, 64, 64)
+
+
+def test_padding_a_prelu_cpu_file_after_quantizing_is_exact(images, tmp_path):
+    """calibration.quantize.pad_int8_file on a PReLU network's CPU file made unpadded (as every PReLU file shipped
+    before session 14; its activations are the fast graph's Mul + Max between Q/DQ): zero integer filters to a
+    multiple of 8 channels, ONNX Runtime's output the same bit for bit, every integer conv still fused (the padded
+    int32 bias scales keep input scale x weight scale), the metadata records the layers so that the fake-quantized
+    graph pads its float model alike and agrees with ONNX Runtime; padding again changes nothing; calibrating
+    with pad_channels pads the PReLU layers before quantizing too; a TensorRT file is refused."""
+    import onnxruntime as ort
+
+    from conftest import REPO
+
+    from edge_sr.calibration.data import load_calibration_set
+    from edge_sr.calibration.quantize import CPU_INT8, pad_int8_file, quantize_int8
+    from edge_sr.train.qat import FakeQuantGraph, agreement, output_step
+
+    fp = REPO / "edge_sr" / "weights" / "dcscn_compact_x3.onnx"
+    if not fp.is_file():
+        pytest.skip("the compact x3 FP32 ONNX is not shipped")
+    s = load_calibration_set(images, crop=(32, 32), crops_per_image=2)
+    kw = dict(method="minmax", activations="uint8", keep_float=list(CPU_INT8["keep_float"]), op_types=CPU_INT8["op_types"])
+    u = quantize_int8(fp, tmp_path / "u.onnx", s, **kw).path
+    p = tmp_path / "p.onnx"
+    n = pad_int8_file(u, p)
+    assert n >= 4  # compact: 26 22 18 14 11 filters -> x8
+    meta = json.loads({m.key: m.value for m in onnx.load(str(p)).metadata_props}["edge_sr.int8"])
+    assert meta["pad_channels"] == 8 and meta["padded_layers"] == n
+    I = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(str(p)).graph.initializer}
+    widths = [v.shape[0] for k, v in I.items() if k.endswith("weight_quantized")]
+    assert sum(w % 8 != 0 for w in widths) <= 2, widths  # the last conv (9 = 3x3 sub-pixels) and the merged A1/B1
+
+    def run(path):
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return np.concatenate([sess.run(None, {sess.get_inputs()[0].name: s[i : i + 1]})[0] for i in range(3)])
+
+    np.testing.assert_array_equal(run(p), run(u))
+    ops_u, ops_p = _session_ops(u, tmp_path), _session_ops(p, tmp_path)
+    assert ops_p.count("QLinearConv") == ops_u.count("QLinearConv") >= 7, ops_p
+    assert pad_int8_file(p, tmp_path / "p2.onnx") == 0
+    fq = FakeQuantGraph(onnx.load(str(p)), onnx.load(str(fp)))
+    agree = agreement(p, fq.module(), s[0, 0], output_step(fq) or 1 / 255)
+    assert agree["over_1_step"] <= 0.01 and agree["mean_steps"] <= 0.1, agree  # train.qat's bars
+
+    q = quantize_int8(fp, tmp_path / "q.onnx", s, pad_channels=8, **kw).path
+    assert json.loads({m.key: m.value for m in onnx.load(str(q)).metadata_props}["edge_sr.int8"])["padded_layers"] >= 4
+    t = quantize_int8(fp, tmp_path / "t.onnx", s, method="minmax", activations="int8").path
+    from edge_sr.errors import EdgeSRError
+
+    with pytest.raises(EdgeSRError, match="TensorRT"):
+        pad_int8_file(t, tmp_path / "t2.onnx")

@@ -114,6 +114,32 @@ def test_optional_passes_keep_the_math(exports, tmp_path, passes):
         assert all(c % 4 == 0 or c < 16 for c in couts), couts
 
 
+def test_padding_reads_the_fast_graphs_prelu_forms(exports, tmp_path):
+    """pad_model_channels (the CPU INT8 file's padding) on the fast graph, whose PReLUs are Mul + Max, Min and
+    the sign-flipped form: the same layers padded as in the plain export's PRelu graph, the same function."""
+    from edge_sr.deploy.fast_graph import optimize, pad_model_channels
+
+    plain = onnx.load(str(exports["residual"]))
+    fast, rep = optimize(plain)
+    assert rep.changes["rewrite_prelu"] >= 3 and "PRelu" not in _ops(fast)
+    ops = _ops(fast)
+    assert ops["Max"] >= 1 and ops["Min"] >= 1  # the fixture's slopes give every rewritten form
+    padded_plain, n_plain = pad_model_channels(plain, 8)
+    padded_fast, n_fast = pad_model_channels(fast, 8)
+    assert n_plain >= 4 and n_fast == n_plain
+    y = _luma(29, 37, 2)
+    ref = _run(exports["residual"], y)
+    for k, m in enumerate((padded_plain, padded_fast)):
+        p = tmp_path / f"padded{k}.onnx"
+        onnx.save(m, str(p))
+        assert np.abs(_run(p, y) - ref).max() < 1e-5
+    init = {t.name: onnx.numpy_helper.to_array(t) for t in padded_fast.graph.initializer}
+    couts = sorted(init[n.input[1]].shape[0] for n in padded_fast.graph.node if n.op_type == "Conv")
+    unpadded = sorted(onnx.numpy_helper.to_array(t).shape[0] for t in fast.graph.initializer
+                      if t.name in {n.input[1] for n in fast.graph.node if n.op_type == "Conv"})
+    assert sum(c % 8 != 0 for c in couts) == sum(c % 8 != 0 for c in unpadded) - n_fast
+
+
 def test_file_rewrite_keeps_metadata_and_opens_in_the_backend(exports, tmp_path):
     from edge_sr.deploy.fast_graph import optimize_file, verify_equivalent
     from edge_sr.backends import open_upscaler

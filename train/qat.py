@@ -109,10 +109,13 @@ def padded_like(qdq_model, float_model):
     pad_channels, recorded in the file's edge_sr.int8 metadata), so that their weights line up tensor for tensor."""
     meta = {p.key: p.value for p in qdq_model.metadata_props}
     try:
-        pad = int(json.loads(meta.get("edge_sr.int8", "{}")).get("pad_channels") or 0)
+        info = json.loads(meta.get("edge_sr.int8", "{}"))
+        pad = int(info.get("pad_channels") or 0)
+        # a file written when the pass could not read its activations (PReLU before session 14) padded none
+        layers = int(info.get("padded_layers", 1))
     except (ValueError, TypeError, AttributeError):
-        pad = 0
-    if not pad:
+        pad = layers = 0
+    if not pad or not layers:
         return float_model
     from edge_sr.deploy.fast_graph import pad_model_channels
 
