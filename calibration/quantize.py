@@ -60,8 +60,9 @@ META_PREFIX = "edge_sr."
 # the conv's output the Relu's range (zero point 0 clips the negatives): the ReLU network runs integer end to end.
 # ``pad_channels``: convs (with their activation) padded with zero filters to a multiple of 8 output channels
 # before quantizing (deploy.fast_graph.pad_channels; exact): ONNX Runtime's u8s8 convolution kernels are faster
-# on such channel counts (compact x2 ReLU 43.1 -> 30.5 ms, normal x2 157.5 -> 136.5 ms, model only, 320x240,
-# scripts/time_onnx.py, AVX-512 VNNI EPYC; docs/benchmarks/README.md). Not in the float graph, where it measured slower.
+# on such channel counts (compact x2 ReLU 43.1 -> 30.5 ms model only, 320x240, scripts/time_onnx.py; normal x2's PReLU
+# file padded by pad_int8_file 1.24x / 1.33x the whole frame's FPS at 320x240 / 640x480; AVX-512 VNNI EPYC,
+# docs/benchmarks/README.md). Not in the float graph, where it measured slower.
 CPU_INT8 = {"graph": "fast", "activations": "uint8", "keep_float": DEFAULT_KEEP_FLOAT,
             "op_types": ["Conv", "Concat", "Relu"], "pad_channels": 8}
 # The TensorRT INT8 file (``dcscn_*.int8.onnx``): symmetric int8, Q/DQ on the inputs (and weights) of each

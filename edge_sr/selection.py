@@ -29,17 +29,16 @@ PRECISIONS = ("auto", "fp32", "int8")
 INT8_KINDS = {"tensorrt": "int8.onnx", "cpu": "cpu-int8.onnx"}
 MAX_INT8_LOSS_DB = 0.15  # auto never picks an INT8 file that the cache says loses more than this
 MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the noise of a bench, and INT8 costs
-# (preset, scale) whose CPU INT8 file measured slower than FP32 on x86 even with VNNI: their unmeasured default
-# there is FP32. The PReLU compact models: their thin layers gain less from integer convs than the float PReLU
-# between them costs (compact x3: 0.94x / 1.02x at 320x240 / 640x480 on an AVX-512 VNNI EPYC, session 12; x4 is
-# the same network, not measured there). compact x2 is a ReLU network since session 13 and runs integer end to end:
-# 1.85x / 1.78x its FP32 (medians of three bench runs, docs/benchmarks/README.md); normal x2 1.73x / 1.80x.
-X86_FP32_FIRST = {
-    ("compact", 3): "compact x3's CPU INT8 file measured 0.94x / 1.02x FP32 on an AVX-512 VNNI x86",
-    ("compact", 4): "compact x4's CPU INT8 file is compact x3's kind (PReLU between integer convs), which measured "
-                    "0.94x / 1.02x FP32 on an AVX-512 VNNI x86",
-}
 # some quality (measured 2026-11-26, compact x3 here: the CPU file 1.01x FP32 for -0.025 dB; not worth taking)
+# (preset, scale) whose CPU INT8 file measured no real gain over FP32 on x86 even with VNNI: their unmeasured default
+# there is FP32. The PReLU compact models: their thin layers gain less from integer convs than the float PReLU
+# between them costs (AVX-512 VNNI EPYC, medians of three bench runs, 320x240 / 640x480, layers padded to 8 channels
+# since session 14: compact x3 0.96x / 1.13x, x4 1.04x / 1.17x; docs/benchmarks/README.md). compact x2 is a ReLU
+# network since session 13 and runs integer end to end: 1.85x / 1.78x its FP32; normal x2 2.28x / 2.37x.
+X86_FP32_FIRST = {
+    ("compact", 3): "compact x3's CPU INT8 file measured 0.96x / 1.13x FP32 (320x240 / 640x480) on an AVX-512 VNNI x86",
+    ("compact", 4): "compact x4's CPU INT8 file measured 1.04x / 1.17x FP32 (320x240 / 640x480) on an AVX-512 VNNI x86",
+}
 
 
 def cache_path() -> Path:
@@ -246,7 +245,7 @@ def platform_int8(root: str | os.PathLike = "/", providers=None, preset: str | N
     leaves out (TensorRT's placement, calibration.quantize.TENSORRT_INT8): on any CPU that file runs in float.
 
     * TensorRT (a TensorRT provider asked for): the symmetric file, INT8 default.
-    * x86-64: the CPU file (uint8 activations; measured 1.89x / 1.93x FP32 for normal x2 on an AVX-512 VNNI
+    * x86-64: the CPU file (uint8 activations; measured 2.28x / 2.37x FP32 for normal x2 on an AVX-512 VNNI
       EPYC, docs/benchmarks/); INT8 default only with VNNI (avx512_vnni or avx_vnni), and not for
       (``preset``, ``scale``) in X86_FP32_FIRST.
     * aarch64: the CPU file too (U8S8 on UDOT kernels); INT8 default only with the dot-product extension
