@@ -278,6 +278,15 @@ class _Param:
     def shape(self):
         return self.g.array(self.names[0]).shape
 
+    def exclusive(self, cons) -> bool:
+        """Read by one node only (its data, per-channel scale and zero point, the DequantizeLinear's output): padded
+        in place, it changes nothing else."""
+        if not self.ok:
+            return False
+        outs = [self.dq.output[0]] if self.dq is not None else []
+        padded = [self.names[0]] + [n for n in self.names[1:] if n and self.g.array(n).size > 1]
+        return all(len(cons.get(t, [])) == 1 for t in outs + padded)
+
     def pad_out(self, extra: int, scale_fill=None) -> None:
         """``extra`` zero output channels (axis 0); ``scale_fill``: the new channels' scales (else the median)."""
         g = self.g
@@ -379,13 +388,13 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
         producers = {o: n for n in g.g.node for o in n.output}
         for conv in [n for n in g.g.node if n.op_type == "Conv"]:
             w = _Param(g, producers, conv.input[1])
-            if not w.ok or len(w.shape) != 4 or _attrs(g.onnx, conv).get("group", 1) != 1:
+            if not w.exclusive(cons) or len(w.shape) != 4 or _attrs(g.onnx, conv).get("group", 1) != 1:
                 continue
             n_out = w.shape[0]
             if n_out % multiple == 0 or n_out < min_channels:
                 continue
             b = _Param(g, producers, conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
-            if b is not None and not b.ok:
+            if b is not None and not b.exclusive(cons):
                 continue
             region = _activation_region(g, conv, cons, n_out)
             if region is None:
@@ -396,7 +405,7 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
             for t in exported:
                 for u in cons.get(t, []):
                     if u.op_type == "Conv" and list(u.input).index(t) == 0 and _attrs(g.onnx, u).get("group", 1) == 1 \
-                            and _Param(g, producers, u.input[1]).ok:
+                            and _Param(g, producers, u.input[1]).exclusive(cons):
                         plan.append((u, 0))
                     elif u.op_type == "Concat" and _attrs(g.onnx, u).get("axis") in (1, -3) and all(i in chans for i in u.input):
                         off = 0
@@ -405,7 +414,8 @@ def pad_channels(g: _Graph, multiple: int = 4, min_channels: int = 16) -> int:
                                 break
                             off += chans[i]
                         readers = _conv_readers(g, cons, u.output[0])
-                        if not readers or not all(r.op_type == "Conv" and r.input[0] == rt and _Param(g, producers, r.input[1]).ok
+                        if not readers or not all(r.op_type == "Conv" and r.input[0] == rt
+                                                  and _Param(g, producers, r.input[1]).exclusive(cons)
                                                   and _attrs(g.onnx, r).get("group", 1) == 1 for r, rt in readers):
                             ok = False
                             break

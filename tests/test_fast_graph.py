@@ -172,3 +172,29 @@ def test_errors(exports, tmp_path):
         optimize_file(bad, tmp_path / "out.onnx")
     assert main([str(exports["residual"]), str(exports["residual"])]) == 2  # never over its source
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_padding_leaves_a_shared_weight_alone():
+    """A weight two convs read is not padded in place (it would widen the other conv too): nothing padded, same outputs."""
+    from onnx import TensorProto, helper as oh, numpy_helper as nh
+
+    from edge_sr.deploy.fast_graph import pad_model_channels
+
+    rng = np.random.default_rng(0)
+    w1 = nh.from_array(rng.normal(size=(5, 1, 3, 3)).astype(np.float32), "W1")
+    w2 = nh.from_array(rng.normal(size=(1, 5, 3, 3)).astype(np.float32), "W2")
+    nodes = [oh.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1]), oh.make_node("Relu", ["a"], ["r"]),
+             oh.make_node("Conv", ["r", "W2"], ["y"], pads=[1, 1, 1, 1]),
+             oh.make_node("Conv", ["x", "W1"], ["y2"], pads=[1, 1, 1, 1])]
+    vi = lambda n, c: oh.make_tensor_value_info(n, TensorProto.FLOAT, [1, c, 8, 8])  # noqa: E731
+    m = oh.make_model(oh.make_graph(nodes, "g", [vi("x", 1)], [vi("y", 1), vi("y2", 5)], [w1, w2]),
+                      opset_imports=[oh.make_opsetid("", 17)])
+    padded, n = pad_model_channels(m, 8)
+    assert n == 0
+    x = rng.random((1, 1, 8, 8), dtype=np.float32)
+    run = lambda mp: ort.InferenceSession(mp.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})  # noqa: E731
+    for a, b in zip(run(padded), run(m)):
+        np.testing.assert_array_equal(a, b)
+    m.graph.node[3].input[1] = "W1b"  # its own copy: now the first conv pads
+    m.graph.initializer.append(nh.from_array(nh.to_array(w1), "W1b"))
+    assert pad_model_channels(m, 8)[1] == 1
