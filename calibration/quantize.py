@@ -330,6 +330,34 @@ def tie_concat_inputs(mp) -> int:
     return len(tied)
 
 
+def count_tied_concat_inputs(mp) -> int:
+    """How many quantized Concat inputs carry their Concat's own output scale and zero point (what tie_concat_inputs
+    makes; QAT with learned ranges moves them apart again)."""
+    from onnx import numpy_helper as nh
+
+    g = mp.graph
+    init = {t.name: t for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    cons: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    tied: set[str] = set()
+    for c in [n for n in g.node if n.op_type == "Concat"]:
+        outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
+        if len(outs) != 1 or len(outs[0].input) < 3 or not all(i in init for i in outs[0].input[1:3]):
+            continue
+        ys, yz = (nh.to_array(init[i]) for i in outs[0].input[1:3])
+        for inp in c.input:
+            dq = prod.get(inp)
+            if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 \
+                    or not all(i in init for i in dq.input[1:3]):
+                continue
+            if np.array_equal(nh.to_array(init[dq.input[1]]), ys) and np.array_equal(nh.to_array(init[dq.input[2]]), yz):
+                tied.add(dq.input[0])
+    return len(tied)
+
+
 def tie_concat_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
     """tie_concat_inputs on an INT8 file, written atomically to ``dst`` (may be ``src``); metadata records it."""
     onnx = require("onnx", "INT8 calibration")

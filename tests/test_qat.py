@@ -259,12 +259,16 @@ def test_qat_from_refuses_a_file_of_another_checkpoint(ptq, tiny_checkpoint, ima
 
 @pytest.mark.slow
 def test_qat_from_a_file_with_learned_ranges(ptq, images, tmp_path):
-    """--qat-from FILE --learn-ranges --qat-loss distill through the CLI: FILE's target only, checked, recorded."""
+    """--qat-from FILE --learn-ranges --qat-loss distill through the CLI: FILE's target only, checked, recorded; FILE
+    with its Concat inputs tied: the learned ranges move them apart, and the metadata counts what is still tied."""
     from edge_sr.backends import shipped_path
+    from edge_sr.calibration.quantize import count_tied_concat_inputs, tie_concat_file
 
+    start = tmp_path / ptq["cpu"][1].name
+    assert tie_concat_file(ptq["cpu"][1], start) >= 2 and count_tied_concat_inputs(onnx.load(str(start))) >= 2
     out = tmp_path / "qat"
     r = run_cli("train", "--qat", "--init", str(shipped_path("compact", 2, "safetensors")), "--out", str(out),
-                "--qat-from", str(ptq["cpu"][1]), "--learn-ranges", "--qat-loss", "distill", "--data", str(images),
+                "--qat-from", str(start), "--learn-ranges", "--qat-loss", "distill", "--data", str(images),
                 "--val", str(images), "--max-steps", "6", "--batch", "4", "--patch", "16", "--threads", "2",
                 "--no-progress")
     assert r.returncode == 0, r.stderr
@@ -276,3 +280,6 @@ def test_qat_from_a_file_with_learned_ranges(ptq, images, tmp_path):
     meta = json.loads({p.key: p.value for p in onnx.load(t["file"]).metadata_props}["edge_sr.qat"])
     assert meta["learn_ranges"] and meta["start"] == ptq["cpu"][1].name
     assert not (out / "dcscn_compact_x2.int8.onnx").exists()
+    written = onnx.load(t["file"])
+    info = json.loads({p.key: p.value for p in written.metadata_props}["edge_sr.int8"])
+    assert info["concat_inputs_tied"] == count_tied_concat_inputs(written)

@@ -764,6 +764,13 @@ def run_qat(a: QATArgs) -> dict:
                                                                   if k in zps and v[1] != int(fq.inits[zps[k]].item()))}
             qm = fq.to_qdq(module.trained(), ranges)
             meta = {p.key: p.value for p in qm.metadata_props}
+            if ranges and "edge_sr.int8" in meta:  # learned ranges may untie what tie_concat_inputs tied
+                from edge_sr.calibration.quantize import count_tied_concat_inputs
+
+                info = json.loads(meta["edge_sr.int8"])
+                if "concat_inputs_tied" in info:
+                    info["concat_inputs_tied"] = count_tied_concat_inputs(qm)
+                    meta["edge_sr.int8"] = json.dumps(info, sort_keys=True)
             meta[META_KEY] = json.dumps({k: report[k] for k in ("init_sha256", "steps", "batch", "patch", "lr", "seed",
                                                                  "learn_ranges", "qat_loss")}
                                         | {"target": target, "fake_quant": "torch.fake_quantize_*_affine, "
