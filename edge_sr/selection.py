@@ -34,7 +34,7 @@ MIN_INT8_SPEEDUP = 1.05  # ... nor one less than 5% faster than FP32: within the
 # there is FP32. The PReLU compact models: their thin layers gain less from integer convs than the float PReLU
 # between them costs (AVX-512 VNNI EPYC, medians of three bench runs, 320x240 / 640x480, layers padded to 8 channels
 # since session 14: compact x3 0.96x / 1.13x, x4 1.04x / 1.17x; docs/benchmarks/README.md). compact x2 is a ReLU
-# network since session 13 and runs integer end to end: 1.85x / 1.78x its FP32; normal x2 2.28x / 2.37x.
+# network since session 13 and runs integer end to end: 1.84x / 1.69x its FP32; normal x2 2.28x / 2.37x.
 X86_FP32_FIRST = {
     ("compact", 3): "compact x3's CPU INT8 file measured 0.96x / 1.13x FP32 (320x240 / 640x480) on an AVX-512 VNNI x86",
     ("compact", 4): "compact x4's CPU INT8 file measured 1.04x / 1.17x FP32 (320x240 / 640x480) on an AVX-512 VNNI x86",
