@@ -270,6 +270,17 @@ def replace_metadata(mp, meta: dict) -> None:
         mp.metadata_props.add(key=k, value=v)
 
 
+def _graph_maps(g):
+    """A GraphProto's initializers by name, each tensor's producing node and its consumers."""
+    init = {t.name: t for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    cons: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    return init, prod, cons
+
+
 def tie_concat_inputs(mp) -> int:
     """Give every quantized input of each quantized Concat the Concat's own output scale and zero point, in place.
 
@@ -284,12 +295,7 @@ def tie_concat_inputs(mp) -> int:
     from onnx import numpy_helper as nh
 
     g = mp.graph
-    init = {t.name: t for t in g.initializer}
-    prod = {o: n for n in g.node for o in n.output}
-    cons: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            cons.setdefault(i, []).append(n)
+    init, prod, cons = _graph_maps(g)
 
     def arr(name):
         return nh.to_array(init[name])
@@ -336,12 +342,7 @@ def count_tied_concat_inputs(mp) -> int:
     from onnx import numpy_helper as nh
 
     g = mp.graph
-    init = {t.name: t for t in g.initializer}
-    prod = {o: n for n in g.node for o in n.output}
-    cons: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            cons.setdefault(i, []).append(n)
+    init, prod, cons = _graph_maps(g)
     tied: set[str] = set()
     for c in [n for n in g.node if n.op_type == "Concat"]:
         outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
