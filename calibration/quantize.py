@@ -281,6 +281,21 @@ def _graph_maps(g):
     return init, prod, cons
 
 
+def _concat_dq_inputs(g, init, prod, cons):
+    """Each quantized Concat's (output QuantizeLinear, input DequantizeLinear) pairs: the Concat has one
+    QuantizeLinear consumer and the input comes straight from a DequantizeLinear, both with scale and zero point
+    initializers."""
+    for c in [n for n in g.node if n.op_type == "Concat"]:
+        outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
+        if len(outs) != 1 or len(outs[0].input) < 3 or not all(i in init for i in outs[0].input[1:3]):
+            continue
+        for inp in c.input:
+            dq = prod.get(inp)
+            if dq is not None and dq.op_type == "DequantizeLinear" and len(dq.input) >= 3 \
+                    and all(i in init for i in dq.input[1:3]):
+                yield outs[0], dq
+
+
 def tie_concat_inputs(mp) -> int:
     """Give every quantized input of each quantized Concat the Concat's own output scale and zero point, in place.
 
@@ -305,34 +320,27 @@ def tie_concat_inputs(mp) -> int:
                                           name))
 
     tied: set[str] = set()
-    for c in [n for n in g.node if n.op_type == "Concat"]:
-        outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
-        if len(outs) != 1 or len(outs[0].input) < 3:
+    for q_out, dq in _concat_dq_inputs(g, init, prod, cons):
+        ys, yz = arr(q_out.input[1]), arr(q_out.input[2])
+        t = dq.input[0]
+        qn = prod.get(t)
+        if t in tied or qn is None or qn.op_type != "QuantizeLinear" or arr(dq.input[2]).dtype != yz.dtype:
             continue
-        ys, yz = arr(outs[0].input[1]), arr(outs[0].input[2])
-        for inp in c.input:
-            dq = prod.get(inp)
-            if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3:
-                continue
-            t = dq.input[0]
-            qn = prod.get(t)
-            if t in tied or qn is None or qn.op_type != "QuantizeLinear" or arr(dq.input[2]).dtype != yz.dtype:
-                continue
-            dqs = [n for n in cons.get(t, []) if n.op_type == "DequantizeLinear"]
-            for n in [qn] + dqs:
-                put(n.input[1], ys)
-                put(n.input[2], yz)
-            for d in dqs:  # int32 biases of the convs that read this tensor
-                for conv in [n for n in cons.get(d.output[0], []) if n.op_type == "Conv" and len(n.input) > 2]:
-                    bdq, wdq = prod.get(conv.input[2]), prod.get(conv.input[1])
-                    if (bdq is None or wdq is None or bdq.op_type != "DequantizeLinear"
-                            or bdq.input[0] not in init or arr(bdq.input[0]).dtype != np.int32):
-                        continue
-                    b = arr(bdq.input[0]).astype(np.float64) * arr(bdq.input[1]).astype(np.float64)
-                    bs = (np.float32(ys.reshape(-1)[0]) * arr(wdq.input[1]).astype(np.float32)).astype(np.float32)
-                    put(bdq.input[1], bs)
-                    put(bdq.input[0], np.round(b / bs.astype(np.float64)).astype(np.int32))
-            tied.add(t)
+        dqs = [n for n in cons.get(t, []) if n.op_type == "DequantizeLinear"]
+        for n in [qn] + dqs:
+            put(n.input[1], ys)
+            put(n.input[2], yz)
+        for d in dqs:  # int32 biases of the convs that read this tensor
+            for conv in [n for n in cons.get(d.output[0], []) if n.op_type == "Conv" and len(n.input) > 2]:
+                bdq, wdq = prod.get(conv.input[2]), prod.get(conv.input[1])
+                if (bdq is None or wdq is None or bdq.op_type != "DequantizeLinear"
+                        or bdq.input[0] not in init or arr(bdq.input[0]).dtype != np.int32):
+                    continue
+                b = arr(bdq.input[0]).astype(np.float64) * arr(bdq.input[1]).astype(np.float64)
+                bs = (np.float32(ys.reshape(-1)[0]) * arr(wdq.input[1]).astype(np.float32)).astype(np.float32)
+                put(bdq.input[1], bs)
+                put(bdq.input[0], np.round(b / bs.astype(np.float64)).astype(np.int32))
+        tied.add(t)
     return len(tied)
 
 
@@ -343,20 +351,9 @@ def count_tied_concat_inputs(mp) -> int:
 
     g = mp.graph
     init, prod, cons = _graph_maps(g)
-    tied: set[str] = set()
-    for c in [n for n in g.node if n.op_type == "Concat"]:
-        outs = [n for n in cons.get(c.output[0], []) if n.op_type == "QuantizeLinear"]
-        if len(outs) != 1 or len(outs[0].input) < 3 or not all(i in init for i in outs[0].input[1:3]):
-            continue
-        ys, yz = (nh.to_array(init[i]) for i in outs[0].input[1:3])
-        for inp in c.input:
-            dq = prod.get(inp)
-            if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 \
-                    or not all(i in init for i in dq.input[1:3]):
-                continue
-            if np.array_equal(nh.to_array(init[dq.input[1]]), ys) and np.array_equal(nh.to_array(init[dq.input[2]]), yz):
-                tied.add(dq.input[0])
-    return len(tied)
+    same = lambda a, b: np.array_equal(nh.to_array(init[a]), nh.to_array(init[b]))  # noqa: E731
+    return len({dq.input[0] for q_out, dq in _concat_dq_inputs(g, init, prod, cons)
+                if same(dq.input[1], q_out.input[1]) and same(dq.input[2], q_out.input[2])})
 
 
 def tie_concat_file(src: str | os.PathLike, dst: str | os.PathLike) -> int:
